@@ -1,0 +1,122 @@
+"""Every exception dad-sandbox raises on purpose, in one leaf module.
+
+This module imports nothing from the package, so any layer may import it without loops.
+
+The tree::
+
+    DadSandboxError
+    ├── RunError                     the run system (run/): layout, ids, metadata
+    │   ├── RunSetupError            setup_run() could not create or find what it needs
+    │   ├── StaticInputsError        static inputs missing, malformed or not matching a model
+    │   ├── RerunTargetError         previous run or start path that does not exist
+    │   ├── UnsafePathError          a path in a run dir is a link, FIFO or other trap
+    │   └── ComponentReferenceError  a component that cannot be imported by reference
+    ├── PolicyError(ValueError)      a policy file or value that is not valid
+    ├── EngineError                  could not talk to the container engine or it refused
+    │   ├── EngineUnavailable        no engine answers
+    │   ├── ImageNotFound            the policy's image is not on the engine
+    │   └── ContainerGone            the container disappeared under us
+    ├── ExecutionStateError          an IsolatedExecution used outside its lifecycle
+    └── RunOutcomeError              raised only by RunResult.raise_for_status()
+        ├── RunFailed
+        ├── RunTimedOut(TimeoutError)
+        ├── RunOOMKilled
+        ├── RunCancelled
+        ├── RunCrashed
+        └── RunAbandoned
+
+A component that failed inside its container is a *status* on the result (``failed``), never an
+engine exception: "the sandbox could not run it" and "it ran and failed" stay apart.
+"""
+
+from __future__ import annotations
+
+
+class DadSandboxError(Exception):
+    """Base of every error dad-sandbox raises on purpose."""
+
+
+class RunError(DadSandboxError):
+    """The run system could not do what was asked (layout, ids, metadata)."""
+
+
+class RunSetupError(RunError):
+    """``setup_run()`` could not create or find the run directory or its files."""
+
+
+class StaticInputsError(RunError):
+    """Static inputs are missing, malformed, ambiguous or do not match the node's model."""
+
+
+class RerunTargetError(RunError):
+    """A re-run names a previous run or a start path that does not exist."""
+
+
+class UnsafePathError(RunError):
+    """A path inside a run directory is a symlink, FIFO, device or otherwise not what it must be.
+
+    Run directories are written by untrusted code, so the host refuses such paths instead of
+    following them.
+    """
+
+
+class ComponentReferenceError(RunError):
+    """A component cannot be imported by its ``module:attribute`` reference."""
+
+
+class PolicyError(DadSandboxError, ValueError):
+    """A policy file or value is not valid; the message names the file, the key and what is allowed."""
+
+
+class EngineError(DadSandboxError):
+    """The container engine could not be reached or refused a request."""
+
+
+class EngineUnavailable(EngineError):
+    """No container engine answers."""
+
+
+class ImageNotFound(EngineError):
+    """The image a policy names is not present on the engine."""
+
+
+class ContainerGone(EngineError):
+    """The container was removed while we still needed it."""
+
+
+class ExecutionStateError(DadSandboxError):
+    """An ``IsolatedExecution`` was used outside its ``async with`` block or re-entered."""
+
+
+class RunOutcomeError(DadSandboxError):
+    """A run ended in a non-completed status; raised only by ``RunResult.raise_for_status()``."""
+
+    def __init__(self, message: str, *, run_id: str, status: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.reason = reason
+
+
+class RunFailed(RunOutcomeError):
+    """The component or command failed (non-zero exit, node exception)."""
+
+
+class RunTimedOut(RunOutcomeError, TimeoutError):
+    """The run passed its wall-clock deadline and was killed."""
+
+
+class RunOOMKilled(RunOutcomeError):
+    """The run went over its memory limit and the kernel killed it."""
+
+
+class RunCancelled(RunOutcomeError):
+    """The run was cancelled by the user or a signal."""
+
+
+class RunCrashed(RunOutcomeError):
+    """The container died for another reason (signal, engine error)."""
+
+
+class RunAbandoned(RunOutcomeError):
+    """The supervisor was lost and the run could not be recovered."""

@@ -1,0 +1,284 @@
+"""``RunContext``: one run's identity, directory, static inputs and status, as in the DAD docs.
+
+Pure run-system code: no container engine here. ``IsolatedExecution`` drives the same object from
+the sandbox layer through the small "supervisor" methods at the end of the class.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from dad_sandbox._logging import get_logger
+from dad_sandbox.errors import RerunTargetError, RunError, RunSetupError
+from dad_sandbox.run import _safe_fs
+from dad_sandbox.run._env_params import RunEnvParams
+from dad_sandbox.run._ids import check_run_id, new_run_id
+from dad_sandbox.run._layout import (
+    STATIC_INPUTS_DIR,
+    STATIC_INPUTS_FILE,
+    TRACE_DIR,
+    TRACE_FILES,
+    RunLayout,
+    check_element_id,
+)
+from dad_sandbox.run._metadata import RerunInfo, RunMetadata, clip_error, read_metadata, utcnow, write_metadata
+from dad_sandbox.run._static_inputs import StaticInputs
+from dad_sandbox.run._status import RunStatus, combine_status
+
+log = get_logger(__name__)
+
+
+class RunContext:
+    """The context of one run: where it lives, what it is given, and how it ended.
+
+    Args:
+        root_component_id: id of the agent or flow being run (letters, digits, '_').
+        project_root: the project; mounted read-only into the container.
+        run_root: where run directories go; defaults to ``<project_root>/runs``.
+        observability_settings: accepted for DAD compatibility; traces always go to ``.trace/``.
+        previous_run_id: makes this a re-run of that run (it must exist under ``run_root``).
+        start_hierarchy_path: with ``previous_run_id``, the element to start again from.
+    """
+
+    def __init__(
+        self,
+        root_component_id: str,
+        project_root: Path | str,
+        run_root: Path | str | None = None,
+        observability_settings: Any = None,
+        previous_run_id: str | None = None,
+        start_hierarchy_path: str | None = None,
+    ) -> None:
+        self.root_component_id = check_element_id(root_component_id, "root component id")
+        self.project_root = Path(project_root).resolve()
+        if not self.project_root.is_dir():
+            raise RunSetupError(f"project root {self.project_root} is not a directory")
+        self.run_root = Path(run_root).resolve() if run_root is not None else self.project_root / "runs"
+        self.observability_settings = observability_settings
+        self.previous_run_id = previous_run_id
+        if start_hierarchy_path is not None and previous_run_id is None:
+            raise RerunTargetError("start_hierarchy_path needs previous_run_id: it names where to re-run from")
+        self.start_hierarchy_path = start_hierarchy_path
+        self.static_inputs = StaticInputs()
+        self._layout: RunLayout | None = None
+        self._metadata: RunMetadata | None = None
+
+    # ----------------------------------------------------------------- set-up
+
+    def setup_run(self, run_id_prefix: str | None = None) -> RunEnvParams:
+        """Create the run directory, its ``.trace`` files and ``dad_metadata.json`` (``initialized``).
+
+        Raises:
+            RunSetupError: already set up, bad prefix, or the directory cannot be created.
+            RerunTargetError: ``previous_run_id`` does not name an existing run under ``run_root``.
+        """
+        if self._layout is not None:
+            raise RunSetupError(f"setup_run() was already called for run {self._layout.run_id}; make a new RunContext")
+        rerun = self._check_previous_run() if self.previous_run_id else None
+        run_id = new_run_id(run_id_prefix, rerun=rerun is not None)
+        layout = RunLayout(self.run_root, run_id, self.project_root.name)
+        try:
+            self.run_root.mkdir(parents=True, exist_ok=True)
+            layout.run_dir.mkdir(mode=0o755)
+        except OSError as exc:
+            raise RunSetupError(f"cannot create run directory {layout.run_dir}: {exc}") from exc
+        with _safe_fs.opened_dir(layout.run_dir, TRACE_DIR, create=True) as fd:
+            for name in TRACE_FILES:
+                os.close(_safe_fs.open_append(fd, name))
+        with _safe_fs.opened_dir(layout.run_dir, STATIC_INPUTS_DIR, create=True):
+            pass
+        self._layout = layout
+        self._metadata = RunMetadata(
+            run_id=run_id,
+            root_component_id=self.root_component_id,
+            project_root=str(self.project_root),
+            rerun=rerun,
+        )
+        self._persist()
+        if self.static_inputs.keys():
+            self._persist_static_inputs()
+        log.info("run set up", run_id=run_id, run_dir=str(layout.run_dir))
+        return self.run_env_params
+
+    def _check_previous_run(self) -> RerunInfo:
+        assert self.previous_run_id is not None
+        try:
+            check_run_id(self.previous_run_id)
+        except RunSetupError as exc:
+            raise RerunTargetError(str(exc)) from exc
+        prev = self.run_root / self.previous_run_id
+        if not prev.is_dir():
+            raise RerunTargetError(
+                f"previous run {self.previous_run_id!r} not found: {prev} does not exist; "
+                f"list runs under {self.run_root} and pass one of their ids"
+            )
+        try:
+            read_metadata(prev)
+        except RunError as exc:
+            raise RerunTargetError(f"previous run {self.previous_run_id!r} cannot be read: {exc}") from exc
+        return RerunInfo(previous_run_id=self.previous_run_id, start_hierarchy_path=self.start_hierarchy_path)
+
+    # ----------------------------------------------------------------- paths
+
+    @property
+    def is_set_up(self) -> bool:
+        return self._layout is not None
+
+    @property
+    def layout(self) -> RunLayout:
+        if self._layout is None:
+            raise RunSetupError("this RunContext is not set up yet: call setup_run() first")
+        return self._layout
+
+    @property
+    def run_id(self) -> str:
+        return self.layout.run_id
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.run_dir
+
+    @property
+    def trace_dir(self) -> Path:
+        return self.layout.trace_dir
+
+    @property
+    def previous_run_dir(self) -> Path | None:
+        return self.run_root / self.previous_run_id if self.previous_run_id else None
+
+    @property
+    def run_env_params(self) -> RunEnvParams:
+        layout = self.layout
+        return RunEnvParams(
+            run_id=layout.run_id,
+            run_dir=layout.run_dir,
+            run_root=layout.run_root,
+            trace_dir=layout.trace_dir,
+            outcome_repo_dir=layout.outcome_repo_dir,
+        )
+
+    @property
+    def metadata(self) -> RunMetadata:
+        """A copy of the run's metadata as the host knows it (authoritative, not re-read from disk)."""
+        if self._metadata is None:
+            raise RunSetupError("this RunContext is not set up yet: call setup_run() first")
+        return self._metadata.model_copy(deep=True)
+
+    # ----------------------------------------------------------------- static inputs
+
+    def register_node_static_input(self, node_id: str, input_value: BaseModel | dict[str, Any]) -> None:
+        """Give a node (by id or full hierarchy path) a static input; saved into the run dir."""
+        for segment in node_id.split("."):
+            check_element_id(segment, "node id")
+        self.static_inputs.register(node_id, input_value)
+        if self._layout is not None:
+            self._persist_static_inputs()
+
+    def read_static_inputs(self) -> dict[str, dict[str, Any]]:
+        """Load ``static_inputs/static_inputs.json`` (values registered in code win); return all values.
+
+        Raises:
+            StaticInputsError: the file is not valid JSON or not an object of objects.
+        """
+        self.static_inputs.load_file(self.layout.static_inputs_file)
+        self._persist_static_inputs()
+        return {k: dict(self.static_inputs.raw(k) or {}) for k in self.static_inputs.keys()}
+
+    def _persist_static_inputs(self) -> None:
+        with _safe_fs.opened_dir(self.layout.run_dir, STATIC_INPUTS_DIR, create=True) as fd:
+            _safe_fs.write_atomic(fd, STATIC_INPUTS_FILE, self.static_inputs.to_json_bytes())
+
+    # ----------------------------------------------------------------- completion
+
+    def complete_run(self, status: str | RunStatus = RunStatus.COMPLETED, error_msg: str | None = None) -> RunMetadata:
+        """Record how the run ended; synchronous and idempotent.
+
+        The first terminal status wins: if the supervisor already wrote ``timed_out``, the run stays
+        ``timed_out`` and ``error_msg`` is added to its error. ``error_msg`` is always kept.
+
+        Raises:
+            RunError: ``status`` is not a terminal status.
+        """
+        try:
+            requested = RunStatus(status)
+        except ValueError as exc:
+            allowed = ", ".join(s.value for s in RunStatus if s.is_terminal)
+            raise RunError(f"complete_run(status={status!r}): allowed statuses are {allowed}") from exc
+        if not requested.is_terminal:
+            raise RunError(f"complete_run(status={status!r}) needs a terminal status such as 'completed' or 'failed'")
+        md = self._require_metadata()
+        if md.status.is_terminal and md.status != requested:
+            log.info("complete_run keeps the status already recorded", run_id=md.run_id, kept=md.status, requested=requested)
+        self.record(status=requested, error=error_msg)
+        return self.metadata
+
+    # ----------------------------------------------------------------- supervisor API
+
+    def record(
+        self,
+        *,
+        status: RunStatus | None = None,
+        error: str | None = None,
+        **fields: Any,
+    ) -> RunMetadata:
+        """Update the metadata and write it. Used by runners and the sandbox supervisor.
+
+        ``status`` goes through :func:`combine_status` (first terminal status wins); ``error`` is
+        appended to an existing different error rather than replacing it; other ``fields`` are set.
+        """
+        md = self._require_metadata()
+        updates: dict[str, Any] = dict(fields)
+        if status is not None:
+            new_status = combine_status(md.status, status)
+            if new_status != md.status:
+                updates["status"] = new_status
+                if new_status == RunStatus.RUNNING and md.started_at is None and "started_at" not in fields:
+                    updates["started_at"] = utcnow()
+                if new_status.is_terminal:
+                    completed: datetime = fields.get("completed_at") or utcnow()
+                    updates["completed_at"] = completed
+                    start = updates.get("started_at") or md.started_at or md.created_at
+                    updates.setdefault("duration_seconds", round((completed - start).total_seconds(), 6))
+        if error:
+            if md.error is None:
+                updates["error"] = clip_error(error)
+            elif error not in md.error:
+                updates["error"] = clip_error(f"{md.error}\n{error}")
+        self._metadata = md.model_copy(update=updates)
+        # model_copy skips validation; re-validate so a bad field fails here, not in a reader.
+        self._metadata = RunMetadata.model_validate(self._metadata.model_dump())
+        self._persist()
+        return self.metadata
+
+    def _require_metadata(self) -> RunMetadata:
+        if self._metadata is None:
+            raise RunSetupError("this RunContext is not set up yet: call setup_run() first")
+        return self._metadata
+
+    def _persist(self) -> None:
+        assert self._metadata is not None
+        write_metadata(self.layout.run_dir, self._metadata)
+
+    @classmethod
+    def attach(cls, env: RunEnvParams, root_component_id: str, project_root: Path | str) -> RunContext:
+        """Rebuild a context for an existing run dir (inside the container), without creating anything.
+
+        The container never writes ``dad_metadata.json``; an attached context only reads paths and
+        static inputs.
+        """
+        ctx = cls(root_component_id, project_root, run_root=env.run_root)
+        layout = RunLayout(Path(env.run_root), env.run_id, Path(env.outcome_repo_dir).name)
+        if layout.run_dir != Path(env.run_dir):
+            raise RunSetupError(f"run dir {env.run_dir} is not run_root/run_id ({layout.run_dir})")
+        ctx._layout = layout
+        ctx.static_inputs.load_file(Path(env.run_dir) / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE)
+        return ctx
+
+    def __repr__(self) -> str:
+        run = self._layout.run_id if self._layout else "not set up"
+        return f"RunContext(root_component_id={self.root_component_id!r}, run={run})"

@@ -1,0 +1,77 @@
+"""Where everything of one run lives on disk (DESIGN.md, "Run directory").
+
+One frozen value computes every path, so no other module joins path strings by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dad_sandbox.errors import RunError
+
+TRACE_DIR = ".trace"
+STATIC_INPUTS_DIR = "static_inputs"
+STATIC_INPUTS_FILE = "static_inputs.json"
+METADATA_FILE = "dad_metadata.json"
+TRACE_FILE = "trace.jsonl"
+METRICS_FILE = "metrics.jsonl"
+LOGS_FILE = "logs.jsonl"
+POLICY_FILE = "policy.json"
+RUNNER_REPORT_FILE = "runner_report.json"
+OUTCOME_DIR = "outcome"
+TRACE_FILES = (TRACE_FILE, METRICS_FILE, LOGS_FILE)
+
+ELEMENT_ID_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def check_element_id(element_id: str, what: str = "element id") -> str:
+    """Return ``element_id`` if it can name a folder and a hierarchy segment, else raise.
+
+    Raises:
+        RunError: the id is empty or holds characters other than letters, digits and '_'.
+    """
+    if not isinstance(element_id, str) or not ELEMENT_ID_RE.match(element_id):
+        raise RunError(f"{what} {element_id!r} is not allowed: use only letters, digits and '_' (regex ^[A-Za-z0-9_]+$)")
+    return element_id
+
+
+@dataclass(frozen=True, slots=True)
+class RunLayout:
+    """Paths of one run. ``run_dir`` is ``run_root/run_id``."""
+
+    run_root: Path
+    run_id: str
+    project_name: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run_root / self.run_id
+
+    @property
+    def trace_dir(self) -> Path:
+        return self.run_dir / TRACE_DIR
+
+    @property
+    def static_inputs_dir(self) -> Path:
+        return self.run_dir / STATIC_INPUTS_DIR
+
+    @property
+    def static_inputs_file(self) -> Path:
+        return self.static_inputs_dir / STATIC_INPUTS_FILE
+
+    @property
+    def metadata_file(self) -> Path:
+        return self.trace_dir / METADATA_FILE
+
+    @property
+    def outcome_repo_dir(self) -> Path:
+        return self.run_root / OUTCOME_DIR / self.project_name
+
+    def node_dir(self, hierarchy_path: str) -> Path:
+        """Folder of one element: one path segment per hierarchy segment."""
+        segments = hierarchy_path.split(".")
+        for seg in segments:
+            check_element_id(seg, "hierarchy path segment")
+        return self.run_dir.joinpath(*segments)

@@ -1,0 +1,121 @@
+"""``dad_metadata.json``: the record of one run, written by the host only.
+
+The model is the contract other tools read (DESIGN.md lists the fields). It is written atomically
+through :mod:`._safe_fs` so a link planted by the container cannot redirect the write, and read
+back with a size bound so a planted huge file cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dad_sandbox._version import __version__
+from dad_sandbox.errors import RunError
+from dad_sandbox.run import _safe_fs
+from dad_sandbox.run._layout import METADATA_FILE, TRACE_DIR
+from dad_sandbox.run._status import RunStatus
+
+MAX_METADATA_BYTES = 4 << 20
+MAX_ERROR_CHARS = 64_000
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, so every timestamp in metadata carries its offset."""
+    return datetime.now(UTC)
+
+
+class RerunInfo(BaseModel):
+    """What a re-run starts from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    previous_run_id: str
+    start_hierarchy_path: str | None = None
+
+
+class OutputInfo(BaseModel):
+    """What became of the container's stdout/stderr."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bytes_total: int = 0
+    bytes_kept: int = 0
+    bytes_dropped: int = 0
+    lines_kept: int = 0
+    truncated: bool = False
+
+
+class RunMetadata(BaseModel):
+    """Everything the host knows about one run. ``status``/``reason`` follow DESIGN.md's vocabulary."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    schema_version: int = 1
+    run_id: str
+    root_component_id: str
+    project_root: str
+    status: RunStatus = RunStatus.INITIALIZED
+    reason: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    execution: str | None = None
+    component: str | None = None
+    command: list[str] | None = None
+    image: str | None = None
+    image_id: str | None = None
+    container_id: str | None = None
+    runtime: str | None = None
+    policy_name: str | None = None
+    policy_hash: str | None = None
+    policy: dict[str, Any] | None = None
+    supervisor: dict[str, Any] | None = None
+    resources: dict[str, Any] = Field(default_factory=dict)
+    output: OutputInfo | None = None
+    rerun: RerunInfo | None = None
+    dad_sandbox_version: str = __version__
+
+    def to_json_bytes(self) -> bytes:
+        return (self.model_dump_json(indent=2) + "\n").encode()
+
+
+def clip_error(message: str | None) -> str | None:
+    """Cap an error message so an agent printing megabytes of traceback cannot bloat metadata."""
+    if message is None or len(message) <= MAX_ERROR_CHARS:
+        return message
+    half = MAX_ERROR_CHARS // 2
+    return f"{message[:half]}\n… [{len(message) - MAX_ERROR_CHARS} characters cut] …\n{message[-half:]}"
+
+
+def write_metadata(run_dir: Path, metadata: RunMetadata) -> None:
+    """Atomically (re)write ``.trace/dad_metadata.json`` without following links."""
+    with _safe_fs.opened_dir(run_dir, TRACE_DIR) as fd:
+        _safe_fs.write_atomic(fd, METADATA_FILE, metadata.to_json_bytes())
+
+
+def read_metadata(run_dir: Path) -> RunMetadata:
+    """Read and validate ``.trace/dad_metadata.json`` of a run directory.
+
+    Raises:
+        RunError: the file is missing, too large, not JSON, or not metadata.
+        UnsafePathError: it is a link, FIFO or other non-regular file.
+    """
+    try:
+        with _safe_fs.opened_dir(run_dir, TRACE_DIR) as fd:
+            data, truncated = _safe_fs.read_bounded(fd, METADATA_FILE, MAX_METADATA_BYTES)
+    except FileNotFoundError as exc:
+        raise RunError(f"{run_dir} has no {TRACE_DIR}/{METADATA_FILE}: it is not a run directory") from exc
+    if truncated:
+        raise RunError(f"{run_dir / TRACE_DIR / METADATA_FILE} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        return RunMetadata.model_validate(json.loads(data))
+    except (ValueError, ValidationError) as exc:
+        raise RunError(f"{run_dir / TRACE_DIR / METADATA_FILE} is not valid run metadata: {exc}") from exc

@@ -1,0 +1,171 @@
+"""File access inside a run directory that untrusted code may have tampered with.
+
+Everything a container wrote is untrusted input to the host: a symlink planted at
+``.trace/dad_metadata.json`` must not redirect a host write, a FIFO must not block a read, and a
+huge file must not be loaded whole. Every function here works relative to a directory file
+descriptor opened component by component with ``O_NOFOLLOW``, so a link swapped in at any level
+is refused rather than followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from dad_sandbox.errors import UnsafePathError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _parts(rel: str | os.PathLike[str]) -> list[str]:
+    parts = [p for p in Path(rel).parts if p not in ("", ".")]
+    for part in parts:
+        if part == ".." or "/" in part or Path(part).is_absolute():
+            raise UnsafePathError(f"path {str(rel)!r} leaves its directory; only plain relative names are allowed")
+    return parts
+
+
+def open_dir(base: Path, rel: str | os.PathLike[str] = ".", *, create: bool = False, mode: int = 0o755) -> int:
+    """Open ``base/rel`` as a directory fd without following any link below ``base``.
+
+    ``base`` itself is a host path the caller trusts (the run root or run dir it created).
+
+    Raises:
+        UnsafePathError: a component below ``base`` is a symlink or not a directory.
+        FileNotFoundError: a component is missing and ``create`` is false.
+    """
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in _parts(rel):
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, mode, dir_fd=fd)
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePathError(
+                        f"{base / rel} is not a plain directory (a symlink or a file sits at {part!r}); "
+                        "the run directory was tampered with, so the host refuses to use it"
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def opened_dir(base: Path, rel: str | os.PathLike[str] = ".", *, create: bool = False) -> Iterator[int]:
+    """Context manager around :func:`open_dir` that closes the fd."""
+    fd = open_dir(base, rel, create=create)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _refuse(name: str, what: str) -> UnsafePathError:
+    return UnsafePathError(f"{name!r} is {what}, not a regular file; the host does not follow or open it")
+
+
+def write_atomic(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``name`` in ``dir_fd`` atomically: temp file, fsync, rename over the old name.
+
+    The rename replaces whatever entry ``name`` is (a planted symlink is replaced, not followed).
+
+    Raises:
+        UnsafePathError: ``name`` is a directory, so it cannot be replaced.
+    """
+    _parts(name)
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_NOFOLLOW, mode, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except IsADirectoryError as exc:
+        os.unlink(tmp, dir_fd=dir_fd)
+        raise _refuse(name, "a directory") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def _open_regular(dir_fd: int, name: str, flags: int, mode: int = 0o644) -> int:
+    _parts(name)
+    try:
+        fd = os.open(name, flags | _FILE_NOFOLLOW, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(name, "a symlink") from exc
+        if exc.errno in (errno.EISDIR, errno.ENXIO):
+            raise _refuse(name, "a directory or a socket") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _refuse(name, "a FIFO or device")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_bounded(dir_fd: int, name: str, limit: int) -> tuple[bytes, bool]:
+    """Read at most ``limit`` bytes of a regular file; return ``(data, truncated)``.
+
+    Raises:
+        UnsafePathError: ``name`` is a symlink, FIFO, device or directory.
+        FileNotFoundError: ``name`` does not exist.
+    """
+    fd = _open_regular(dir_fd, name, os.O_RDONLY)
+    try:
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data[:limit], len(data) > limit
+
+
+def open_append(dir_fd: int, name: str, *, mode: int = 0o644) -> int:
+    """Open a regular file for appending (created if missing), refusing links and FIFOs."""
+    return _open_regular(dir_fd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+
+
+def lchown_tree(root: Path, uid: int, gid: int) -> int:
+    """Give every entry under ``root`` (not following links) to ``uid:gid``; return how many changed.
+
+    Used to hand a run directory back to the host user after a container user wrote into it.
+    """
+    changed = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                if (st.st_uid, st.st_gid) != (uid, gid):
+                    os.lchown(path, uid, gid)
+                    changed += 1
+    with contextlib.suppress(FileNotFoundError):
+        os.lchown(root, uid, gid)
+    return changed

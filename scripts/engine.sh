@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers, provisioning one only on a bare root Debian machine.
+#
+# Why a script and not Python: it runs before the project virtualenv exists and must work
+# with nothing but bash, apt and the docker CLI. On a machine where Docker already answers
+# it touches nothing and returns in well under a second.
+#
+# Environment:
+#   DAD_ENGINE_LOG        dockerd log file (default: /var/log/dad-sandbox-dockerd.log)
+#   DAD_ENGINE_WAIT       seconds to wait for dockerd to answer (default: 60)
+#   DAD_ENGINE_EXTRA_ARGS extra dockerd arguments (e.g. to register a runtime)
+set -euo pipefail
+
+log() { printf 'engine: %s\n' "$*" >&2; }
+die() { printf 'engine: error: %s\n' "$*" >&2; exit 1; }
+
+if docker info >/dev/null 2>&1; then
+  exit 0
+fi
+
+log_file=${DAD_ENGINE_LOG:-/var/log/dad-sandbox-dockerd.log}
+wait_s=${DAD_ENGINE_WAIT:-60}
+
+is_debian=false
+if [ -r /etc/os-release ] && grep -qiE '^(ID|ID_LIKE)=.*debian' /etc/os-release; then
+  is_debian=true
+fi
+if [ "$(id -u)" != 0 ] || [ "$is_debian" != true ]; then
+  die "no Docker engine answers ('docker info' failed) and this is not root on Debian, so nothing
+       was installed. Install Docker Engine (https://docs.docker.com/engine/install/), start it,
+       and make sure your user may talk to it (e.g. the 'docker' group); then run this again."
+fi
+
+if ! command -v dockerd >/dev/null 2>&1; then
+  log "no dockerd found: installing Debian's docker.io (apt-get update + install)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends docker.io tini >/dev/null
+  log "installed $(dockerd --version)"
+fi
+
+if pgrep -x dockerd >/dev/null 2>&1; then
+  log "dockerd is already running but does not answer yet; waiting for it"
+else
+  log "starting dockerd (no bridge, no iptables, no masquerading); log: $log_file"
+  mkdir -p "$(dirname "$log_file")"
+  # shellcheck disable=SC2086 # extra args are meant to split
+  nohup dockerd --bridge=none --iptables=false --ip-masq=false ${DAD_ENGINE_EXTRA_ARGS:-} \
+    >>"$log_file" 2>&1 </dev/null &
+  disown || true
+fi
+
+for _ in $(seq 1 $((wait_s * 4))); do
+  if docker info >/dev/null 2>&1; then
+    log "Docker engine answers: server $(docker version --format '{{.Server.Version}}' 2>/dev/null)"
+    exit 0
+  fi
+  sleep 0.25
+done
+tail -n 20 "$log_file" >&2 || true
+die "dockerd did not answer within ${wait_s}s; its log is $log_file (last lines above)"
