@@ -10,7 +10,8 @@ The tree::
     │   ├── StaticInputsError        static inputs missing, malformed or not matching a model
     │   ├── RerunTargetError         previous run or start path that does not exist
     │   ├── UnsafePathError          a path in a run dir is a link, FIFO or other trap
-    │   └── ComponentReferenceError  a component that cannot be imported by reference
+    │   ├── ComponentReferenceError  a component that cannot be imported by reference
+    │   └── NodeError                a node raised while running in-process
     ├── PolicyError(ValueError)      a policy file or value that is not valid
     ├── EngineError                  could not talk to the container engine or it refused
     │   ├── EngineUnavailable        no engine answers
@@ -62,6 +63,15 @@ class UnsafePathError(RunError):
 
 class ComponentReferenceError(RunError):
     """A component cannot be imported by its ``module:attribute`` reference."""
+
+
+class NodeError(RunError):
+    """A node raised while a component ran in-process; carries the node's hierarchy path."""
+
+    def __init__(self, message: str, *, hierarchy_path: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.hierarchy_path = hierarchy_path
+        self.traceback_text = traceback_text
 
 
 class PolicyError(DadSandboxError, ValueError):

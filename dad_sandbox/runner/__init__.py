@@ -1,0 +1,18 @@
+"""Runners: execute components (in the container, or in-process for trusted code)."""
+
+from dad_sandbox.runner._reference import import_component, reference_of
+from dad_sandbox.runner._runner import AgentRunner, ComponentResult, ComponentRunner, FlowRunner, NodeResult, runner_for
+from dad_sandbox.runner._trace import Span, TraceWriter
+
+__all__ = [
+    "AgentRunner",
+    "ComponentResult",
+    "ComponentRunner",
+    "FlowRunner",
+    "NodeResult",
+    "Span",
+    "TraceWriter",
+    "import_component",
+    "reference_of",
+    "runner_for",
+]

@@ -1,0 +1,63 @@
+"""The in-container entrypoint: ``python3 -m dad_sandbox.sandbox._entrypoint``.
+
+It rebuilds the RunContext from the request in ``$DAD_RUN_REQUEST`` (container-side paths),
+imports the component by reference, runs it, and writes ``.trace/runner_report.json``. It never
+writes the final status: the host supervisor does, from the container's exit code and state.
+
+Exit codes: 0 completed, 1 a node failed, 2 the request or the component could not be loaded.
+It uses only the run and runner layers (no engine), as DESIGN.md's layering requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_BAD_REQUEST = 2
+
+
+def _write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    path = run_dir / ".trace" / "runner_report.json"
+    with open(path, "w", encoding="utf-8") as fh:  # pre-created by the host; ours to overwrite
+        json.dump(report, fh, indent=2, default=str)
+
+
+def main() -> int:
+    from dad_sandbox._logging import configure_logging
+
+    configure_logging(json=True, stream=sys.stderr)
+    raw = os.environ.get("DAD_RUN_REQUEST")
+    if not raw:
+        print("dad-sandbox entrypoint: DAD_RUN_REQUEST is not set; this module runs inside a sandbox", file=sys.stderr)
+        return EXIT_BAD_REQUEST
+    request = json.loads(raw)
+    run_dir = Path(request["env_params"]["run_dir"])
+    try:
+        from dad_sandbox.run import RunContext, RunEnvParams
+        from dad_sandbox.runner import import_component, runner_for
+
+        project_root = request["project_root"]
+        sys.path.insert(0, project_root)
+        env = RunEnvParams.model_validate(request["env_params"])
+        ctx = RunContext.attach(env, request["root_component_id"], project_root)
+        component = import_component(request["component"])
+        runner = runner_for(component, ctx, reference=request["component"])
+    except Exception as exc:
+        error = f"could not load the component: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        print(error, file=sys.stderr)
+        _write_report(run_dir, {"status": "failed", "error": error, "nodes": []})
+        return EXIT_BAD_REQUEST
+    result = asyncio.run(runner.execute())
+    _write_report(run_dir, result.to_json())
+    return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

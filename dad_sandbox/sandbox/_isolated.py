@@ -1,0 +1,132 @@
+"""``IsolatedExecution``: the DAD context manager, where each run really gets its own container.
+
+    async with IsolatedExecution(run_context, policy="untrusted") as execution:
+        result = await execution.run(runner)            # a component, in a container
+        # or: await execution.run_command(["python3", "-c", "print(1)"])
+
+Entering checks the policy and the engine up front, so a typo or a stopped engine fails before
+anything runs. One run context holds one run: a second ``run`` on the same context is refused.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dad_sandbox.errors import ExecutionStateError
+from dad_sandbox.run import RunContext
+from dad_sandbox.runner import ComponentRunner
+from dad_sandbox.sandbox._policy import Policy, load_policy
+from dad_sandbox.sandbox._result import RunResult
+from dad_sandbox.sandbox._spec import CONTAINER_PROJECT, CONTAINER_RUN_ROOT, container_run_dir
+from dad_sandbox.sandbox._supervisor import Launch, RunSupervisor
+from dad_sandbox.sandbox.engine import Engine
+
+ENTRYPOINT = ["python3", "-m", "dad_sandbox.sandbox._entrypoint"]
+
+
+class ExecutionState(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class IsolatedExecution:
+    """Runs one run of ``run_context`` in its own container under ``policy``.
+
+    Args:
+        run_context: a context after ``setup_run()``.
+        policy: a policy name (``untrusted``, ``default``), a path to a TOML file, or a :class:`Policy`.
+        engine: the container engine; the local Docker engine by default.
+        timeout: overrides the policy's wall-clock timeout (seconds).
+    """
+
+    def __init__(
+        self,
+        run_context: RunContext,
+        policy: str | Path | Policy = "untrusted",
+        *,
+        engine: Engine | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.run_context = run_context
+        self._policy_arg = policy
+        self._timeout = timeout
+        self._engine = engine
+        self._state = ExecutionState.UNOPENED
+        self._used = False
+        self.policy: Policy | None = None
+
+    async def __aenter__(self) -> IsolatedExecution:
+        if self._state is not ExecutionState.UNOPENED:
+            raise ExecutionStateError(
+                f"this IsolatedExecution is {self._state.value}; make a new one for each `async with`"
+            )
+        if not self.run_context.is_set_up:
+            raise ExecutionStateError("call run_context.setup_run() before entering IsolatedExecution")
+        policy = load_policy(self._policy_arg)
+        if self._timeout is not None:
+            policy = policy.with_overrides(timeout=self._timeout)
+        self.policy = policy
+        if self._engine is None:
+            from dad_sandbox.sandbox.engine._docker import default_engine
+
+            self._engine = default_engine()
+        await self._engine.info()  # fail early and clearly when no engine answers
+        self._state = ExecutionState.OPENED
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._state = ExecutionState.CLOSED
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise ExecutionStateError("IsolatedExecution is not entered: use `async with IsolatedExecution(...)`")
+        return self._engine
+
+    def _claim(self) -> Policy:
+        if self._state is not ExecutionState.OPENED or self.policy is None:
+            raise ExecutionStateError("use IsolatedExecution inside `async with IsolatedExecution(...) as execution:`")
+        if self._used:
+            raise ExecutionStateError(
+                f"run {self.run_context.run_id} already ran here; one run context holds one run - "
+                "make a new RunContext for the next run"
+            )
+        self._used = True
+        return self.policy
+
+    async def run_command(self, argv: list[str]) -> RunResult:
+        """Run one command line in a fresh container; its exit code decides the status."""
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("run_command needs a non-empty list of strings, e.g. ['python3', '-c', 'print(1)']")
+        policy = self._claim()
+        with structlog.contextvars.bound_contextvars(run_id=self.run_context.run_id):
+            return await RunSupervisor(self.run_context, policy, self.engine).run(Launch(command=list(argv)))
+
+    async def run(self, runner: ComponentRunner) -> RunResult:
+        """Run the runner's component inside a fresh container (imported there by reference)."""
+        if runner.run_context is not self.run_context:
+            raise ExecutionStateError("the runner was made with a different RunContext than this IsolatedExecution")
+        reference = runner.reference  # fails here, before any container, for __main__ components
+        policy = self._claim()
+        ctx = self.run_context
+        request: dict[str, Any] = {
+            "component": reference,
+            "root_component_id": ctx.root_component_id,
+            "project_root": CONTAINER_PROJECT,
+            "start_hierarchy_path": ctx.start_hierarchy_path,
+            "env_params": {
+                "run_id": ctx.run_id,
+                "run_dir": container_run_dir(ctx.run_id),
+                "run_root": CONTAINER_RUN_ROOT,
+                "trace_dir": f"{container_run_dir(ctx.run_id)}/.trace",
+                "outcome_repo_dir": f"{CONTAINER_RUN_ROOT}/outcome/{ctx.layout.project_name}",
+            },
+        }
+        launch = Launch(command=ENTRYPOINT, request=request, component=reference)
+        with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
+            return await RunSupervisor(ctx, policy, self.engine).run(launch)

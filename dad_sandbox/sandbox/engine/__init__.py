@@ -1,0 +1,5 @@
+"""Container engines: the interface and its Docker implementation."""
+
+from dad_sandbox.sandbox.engine._base import ContainerSpec, ContainerState, Engine, Mount, OutputCallback
+
+__all__ = ["ContainerSpec", "ContainerState", "Engine", "Mount", "OutputCallback"]

@@ -1,0 +1,162 @@
+"""The container engine interface the supervisor talks to; Docker is one implementation.
+
+Data carriers here are engine-neutral dataclasses: the supervisor builds a :class:`ContainerSpec`
+from a policy with pure code, and only the engine implementation turns it into SDK arguments.
+Every method documents what it raises, so callers can tell "the engine could not do it"
+(:class:`~dad_sandbox.errors.EngineError`) from "the program in the container failed" (an exit code).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A bind mount of a host path into the container."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """Everything needed to create one container, engine-neutral."""
+
+    image: str
+    command: tuple[str, ...]
+    labels: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    working_dir: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory: int | None = None
+    pids_limit: int | None = None
+    network: str = "none"
+    read_only_root: bool = False
+    cap_drop: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    init: bool = True
+    runtime: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """What the engine says about a container; read BEFORE it is removed."""
+
+    id: str
+    status: str
+    running: bool
+    exit_code: int | None
+    oom_killed: bool
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    image_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+#: Called from the output pump with ("stdout" | "stderr", chunk). Runs in a worker thread.
+OutputCallback = Callable[[str, bytes], None]
+
+
+class Engine(abc.ABC):
+    """Async access to a container engine. Implementations must be safe to call from one event loop."""
+
+    name: str = "engine"
+
+    @abc.abstractmethod
+    async def info(self) -> dict[str, Any]:
+        """Engine version and host facts.
+
+        Raises:
+            EngineUnavailable: no engine answers.
+        """
+
+    @abc.abstractmethod
+    async def image_id(self, ref: str) -> str:
+        """The id of a local image.
+
+        Raises:
+            ImageNotFound: the image is not on the engine (nothing is pulled).
+        """
+
+    @abc.abstractmethod
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its id. Not retried: creating is not idempotent.
+
+        Raises:
+            ImageNotFound, EngineError
+        """
+
+    @abc.abstractmethod
+    async def start(self, container_id: str) -> None:
+        """Start a created container.
+
+        Raises:
+            ContainerGone, EngineError
+        """
+
+    @abc.abstractmethod
+    async def wait(self, container_id: str, timeout: float) -> int | None:
+        """Wait for the container to exit; its exit code, or ``None`` if ``timeout`` passed first.
+
+        Raises:
+            ContainerGone, EngineError
+        """
+
+    @abc.abstractmethod
+    async def inspect(self, container_id: str) -> ContainerState:
+        """The container's state.
+
+        Raises:
+            ContainerGone, EngineError
+        """
+
+    @abc.abstractmethod
+    async def kill(self, container_id: str) -> None:
+        """SIGKILL the container; no error if it already stopped.
+
+        Raises:
+            ContainerGone, EngineError
+        """
+
+    @abc.abstractmethod
+    async def remove(self, container_id: str) -> None:
+        """Remove the container (forcefully); no error if it is already gone.
+
+        Raises:
+            EngineError
+        """
+
+    @abc.abstractmethod
+    async def stream_output(self, container_id: str, on_output: OutputCallback) -> None:
+        """Feed the container's stdout/stderr to ``on_output`` until it exits; nothing is lost from
+        before the call (the engine replays what was already written).
+
+        Raises:
+            ContainerGone, EngineError
+        """
+
+    @abc.abstractmethod
+    async def stats(self, container_id: str) -> dict[str, Any] | None:
+        """One resource sample (memory, cpu), or ``None`` when the container is not running."""
+
+    @abc.abstractmethod
+    async def list_by_label(self, label: str, value: str | None = None) -> list[ContainerState]:
+        """Containers (running or not) that carry ``label`` (with ``value`` if given).
+
+        Raises:
+            EngineError
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

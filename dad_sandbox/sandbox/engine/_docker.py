@@ -1,0 +1,283 @@
+"""The Docker engine, through the docker SDK's low-level ``APIClient``.
+
+The SDK blocks, so each call runs in a worker thread of a dedicated pool, under a copy of the
+caller's contextvars (so log records keep their run id). Every request has a timeout; idempotent calls are retried by
+tenacity on transient failures only (connection trouble, read timeouts, 5xx), with a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.utils import kwargs_from_env
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from dad_sandbox._logging import get_logger
+from dad_sandbox.errors import ContainerGone, DadSandboxError, EngineError
+from dad_sandbox.sandbox.engine._base import ContainerSpec, ContainerState, Engine, OutputCallback
+from dad_sandbox.sandbox.engine._errors import is_transient, map_docker_errors
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+DEFAULT_CALL_TIMEOUT = 30.0
+
+# Waits and output pumps block for a whole run, so they get their own large pool rather than the
+# loop's default executor (a handful of threads on 2 cores would starve with a few runs at once).
+_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=512, thread_name_prefix="dad-engine")
+
+
+async def run_blocking(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in the engine pool with the caller's contextvars (so logs keep their run id)."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, ctx.run, fn)
+
+
+_retry_transient = retry(
+    retry=retry_if_exception(is_transient),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential(multiplier=0.1, max=2.0),
+    reraise=True,
+)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives nanoseconds; Python parses at most microseconds.
+    head, _, frac = value.rstrip("Z").partition(".")
+    frac = (frac[:6] if frac else "0").ljust(6, "0")
+    try:
+        return datetime.fromisoformat(f"{head}.{frac}+00:00")
+    except ValueError:
+        return None
+
+
+def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
+    state = data.get("State") or {}
+    return ContainerState(
+        id=data["Id"],
+        status=state.get("Status", "unknown"),
+        running=bool(state.get("Running")),
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or None,
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+        image_id=data.get("Image"),
+        labels=dict((data.get("Config") or {}).get("Labels") or {}),
+    )
+
+
+class DockerEngine(Engine):
+    """:class:`Engine` backed by a Docker daemon (``DOCKER_HOST`` or the default socket)."""
+
+    name = "docker"
+
+    def __init__(self, *, call_timeout: float = DEFAULT_CALL_TIMEOUT, base_url: str | None = None) -> None:
+        self._call_timeout = call_timeout
+        self._base_url = base_url
+        self._api: docker.APIClient | None = None
+        self._lock = threading.Lock()
+
+    def _client(self, timeout: float | None = None) -> docker.APIClient:
+        kwargs = kwargs_from_env()
+        if self._base_url:
+            kwargs["base_url"] = self._base_url
+        with map_docker_errors("connecting to the Docker engine"):
+            return docker.APIClient(version="auto", timeout=timeout or self._call_timeout, **kwargs)
+
+    @property
+    def api(self) -> docker.APIClient:
+        with self._lock:
+            if self._api is None:
+                self._api = self._client()
+            return self._api
+
+    async def _call(self, what: str, fn: Callable[[], T], *, retry_transient: bool = True) -> T:
+        def run() -> T:
+            with map_docker_errors(what):
+                return fn()
+
+        runner = _retry_transient(run) if retry_transient else run
+        return await run_blocking(runner)
+
+    async def info(self) -> dict[str, Any]:
+        version = await self._call("asking the engine for its version", lambda: self.api.version())
+        return {
+            "engine": "docker",
+            "version": version.get("Version"),
+            "api_version": version.get("ApiVersion"),
+            "os": version.get("Os"),
+            "arch": version.get("Arch"),
+            "kernel": version.get("KernelVersion"),
+        }
+
+    async def image_id(self, ref: str) -> str:
+        data = await self._call(f"looking up image {ref!r}", lambda: self.api.inspect_image(ref))
+        return str(data["Id"])
+
+    async def create(self, spec: ContainerSpec) -> str:
+        def create() -> str:
+            api = self.api
+            host_config = api.create_host_config(
+                mounts=[
+                    docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                    for m in spec.mounts
+                ],
+                tmpfs=spec.tmpfs or None,
+                nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+                mem_limit=spec.memory,
+                memswap_limit=spec.memory,
+                pids_limit=spec.pids_limit,
+                network_mode=None if spec.network == "none" else spec.network,
+                read_only=spec.read_only_root,
+                cap_drop=list(spec.cap_drop) or None,
+                cap_add=list(spec.cap_add) or None,
+                security_opt=["no-new-privileges"] if spec.no_new_privileges else None,
+                init=spec.init,
+                runtime=spec.runtime,
+            )
+            result = api.create_container(
+                image=spec.image,
+                command=list(spec.command),
+                user=spec.user or "",
+                environment=spec.env,
+                labels=spec.labels,
+                working_dir=spec.working_dir,
+                host_config=host_config,
+                # network_disabled leaves only `lo`, like mode "none", and starts ~145 ms faster.
+                network_disabled=spec.network == "none",
+                stdin_open=False,
+                tty=False,
+            )
+            return str(result["Id"])
+
+        return await self._call(f"creating a container from {spec.image!r}", create, retry_transient=False)
+
+    async def start(self, container_id: str) -> None:
+        await self._call("starting the container", lambda: self.api.start(container_id), retry_transient=False)
+
+    async def wait(self, container_id: str, timeout: float) -> int | None:
+        def wait() -> int | None:
+            try:
+                result = self.api.wait(container_id, timeout=max(timeout, 0.001))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                # The SDK reports an elapsed wait as a read timeout; tell it apart from a dead engine.
+                state = _state_from_inspect(self.api.inspect_container(container_id))
+                if state.running:
+                    return None
+                if state.exit_code is None:
+                    raise EngineError(f"waiting for container {container_id[:12]} failed: {exc}") from exc
+                return state.exit_code
+            return int(result.get("StatusCode", -1))
+
+        return await self._call("waiting for the container", wait, retry_transient=False)
+
+    async def inspect(self, container_id: str) -> ContainerState:
+        data = await self._call("inspecting the container", lambda: self.api.inspect_container(container_id))
+        return _state_from_inspect(data)
+
+    async def kill(self, container_id: str) -> None:
+        def kill() -> None:
+            try:
+                self.api.kill(container_id)
+            except docker.errors.NotFound:
+                raise
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 or "is not running" in str(exc):
+                    return
+                raise
+
+        await self._call("killing the container", kill)
+
+    async def remove(self, container_id: str) -> None:
+        def remove() -> None:
+            try:
+                self.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 and "already in progress" in str(exc):
+                    return
+                raise
+
+        await self._call("removing the container", remove)
+
+    async def stream_output(self, container_id: str, on_output: OutputCallback) -> None:
+        def pump() -> None:
+            # A client without a read timeout: a quiet container must not end its own log stream.
+            client = self._client(timeout=None)
+            try:
+                with map_docker_errors("streaming the container's output"):
+                    frames = client.attach(container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+                    for out, err in frames:
+                        if out:
+                            on_output("stdout", out)
+                        if err:
+                            on_output("stderr", err)
+            finally:
+                client.close()
+
+        await run_blocking(pump)
+
+    async def stats(self, container_id: str) -> dict[str, Any] | None:
+        def stats() -> dict[str, Any] | None:
+            try:
+                data = self.api.stats(container_id, stream=False, one_shot=True)
+            except docker.errors.NotFound:
+                return None
+            mem = data.get("memory_stats") or {}
+            cpu = (data.get("cpu_stats") or {}).get("cpu_usage") or {}
+            if not mem and not cpu:
+                return None
+            return {
+                "memory_bytes": mem.get("usage"),
+                "memory_max_bytes": mem.get("max_usage"),
+                "cpu_total_ns": cpu.get("total_usage"),
+                "pids": (data.get("pids_stats") or {}).get("current"),
+            }
+
+        try:
+            return await self._call("sampling the container's resource use", stats, retry_transient=False)
+        except DadSandboxError:
+            return None
+
+    async def list_by_label(self, label: str, value: str | None = None) -> list[ContainerState]:
+        selector = f"{label}={value}" if value is not None else label
+
+        def listing() -> list[ContainerState]:
+            items = self.api.containers(all=True, filters={"label": selector})
+            states = []
+            for item in items:
+                try:
+                    states.append(_state_from_inspect(self.api.inspect_container(item["Id"])))
+                except docker.errors.NotFound:
+                    continue
+            return states
+
+        return await self._call(f"listing containers labelled {selector}", listing)
+
+    async def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+
+@functools.cache
+def default_engine() -> DockerEngine:
+    """One shared engine per process (connections are pooled inside the SDK client)."""
+    return DockerEngine()
+
+
+__all__ = ["ContainerGone", "DockerEngine", "default_engine"]
