@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.dsl import AgentDefinition, FlowDefinition, FunctionNode, NodeContext
-from dad_sandbox.errors import NodeError, RunSetupError
+from dad_sandbox.errors import NodeError, RunSetupError, StaticInputsError
 from dad_sandbox.run import RunContext, RunStatus
 from dad_sandbox.run._layout import TRACE_FILE
 from dad_sandbox.runner._reference import reference_of
@@ -169,6 +169,22 @@ class ComponentRunner:
             attrs["dad.element.type"] = element_type
         return attrs
 
+    def _node_input(self, node: FunctionNode, path: str) -> BaseModel | None:
+        """The node's static input validated into its model; the model's defaults when none was given."""
+        if node.input_model is None:
+            return None
+        value = self.run_context.static_inputs.get(node.id, node.input_model, path)
+        if value is not None:
+            return value
+        try:
+            return node.input_model()
+        except ValidationError as exc:
+            raise StaticInputsError(
+                f"node {path!r} needs a static input of type {node.input_model.__name__} (it has required fields): "
+                f"register one with run_context.register_node_static_input({node.id!r}, ...) or put it in "
+                f"static_inputs/static_inputs.json"
+            ) from exc
+
     async def _execute_node(self, node: FunctionNode, path: str, results: dict[str, Any]) -> NodeResult:
         ctx = self.run_context
         node_dir = ctx.layout.node_dir(path)
@@ -178,7 +194,7 @@ class ComponentRunner:
         node_log = log.bind(node=path)
         node_result = NodeResult(node.id, path, "completed", started_at=started.isoformat())
         try:
-            node_input = ctx.static_inputs.get(node.id, node.input_model, path) if node.input_model else None
+            node_input = self._node_input(node, path)
             node_ctx = NodeContext(node.id, path, node_dir, ctx.run_id, node_input, dict(results), node_log)
             value = node.func(node_ctx)
             if inspect.isawaitable(value):

@@ -39,14 +39,15 @@ class OutputSink:
         buf = self._partial[stream]
         buf += chunk
         while True:
-            cut = buf.find(b"\n")
-            if cut < 0:
+            cut = buf.find(b"\n", 0, MAX_LINE_BYTES + 1)
+            if cut >= 0:
+                self._emit(stream, bytes(buf[:cut]), partial=False)
+                del buf[: cut + 1]
+            elif len(buf) > MAX_LINE_BYTES:
+                self._emit(stream, bytes(buf[:MAX_LINE_BYTES]), partial=True)
+                del buf[:MAX_LINE_BYTES]
+            else:
                 break
-            self._emit(stream, bytes(buf[:cut]), partial=False)
-            del buf[: cut + 1]
-        while len(buf) > MAX_LINE_BYTES:
-            self._emit(stream, bytes(buf[:MAX_LINE_BYTES]), partial=True)
-            del buf[:MAX_LINE_BYTES]
 
     def _remember(self, chunk: bytes) -> None:
         self._tail.append(chunk[-TAIL_BYTES:])

@@ -1,0 +1,47 @@
+# dad-sandbox: `make run` and `make test` work from a fresh clone on a bare root Debian machine.
+# They provision what is missing (Docker engine, virtualenv, images) and touch nothing that exists.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help run test unit integration engine image venv bench clean lint
+
+help:
+	@echo "make run     - provision, build images, run examples/hello in a container"
+	@echo "make test    - provision, build images, run the whole test suite"
+	@echo "make engine  - make sure a Docker engine answers (installs/starts one on root Debian)"
+	@echo "make image   - build the base and runner images (only what changed)"
+	@echo "make unit    - unit tests only (no Docker needed)"
+	@echo "make clean   - remove the virtualenv, build files and ./runs"
+
+run: engine image
+	$(PY) -m examples.hello.run
+
+test: engine image
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: engine image
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+engine:
+	@bash scripts/engine.sh
+
+image: venv engine
+	@bash images/build.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "make: cannot create a virtualenv with $(PYTHON); on Debian: apt-get install python3-venv" >&2; exit 1; }
+	@echo "venv: installing dad-sandbox and its test dependencies into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build runs .pytest_cache

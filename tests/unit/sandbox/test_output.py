@@ -1,0 +1,75 @@
+"""Output capture: capped, line-split, never losing a line to bad UTF-8."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dad_sandbox.sandbox._output import MAX_LINE_BYTES, OutputSink
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def sink_for(tmp_path: Path, limit: int = 1 << 20) -> tuple[OutputSink, Path, int]:
+    path = tmp_path / "logs.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    return OutputSink(fd, limit=limit, run_id="r"), path, fd
+
+
+def test_lines_split_across_chunks(tmp_path: Path) -> None:
+    """Lines cut across chunks come out whole, one record each, with their stream."""
+    sink, path, fd = sink_for(tmp_path)
+    sink("stdout", b"hel")
+    sink("stdout", b"lo\nwor")
+    sink("stderr", b"oops\n")
+    sink("stdout", b"ld")
+    sink.finish()
+    os.close(fd)
+    recs = records(path)
+    assert [(r["stream"], r["message"]) for r in recs] == [("stdout", "hello"), ("stderr", "oops"), ("stdout", "world")]
+    assert recs[-1]["partial"] is True
+
+
+def test_cap_drops_and_counts(tmp_path: Path) -> None:
+    """Past the cap, output is dropped, counted, and flagged truncated."""
+    sink, path, fd = sink_for(tmp_path, limit=100)
+    for _ in range(50):
+        sink("stdout", b"0123456789\n")
+    info = sink.finish()
+    os.close(fd)
+    assert info.truncated and info.bytes_kept <= 100
+    assert info.bytes_kept + info.bytes_dropped == info.bytes_total == 550
+    assert "truncated" in records(path)[-1]["message"]
+
+
+def test_invalid_utf8_keeps_the_line(tmp_path: Path) -> None:
+    """Invalid UTF-8 is replaced and flagged; the line is kept."""
+    sink, path, fd = sink_for(tmp_path)
+    sink("stdout", b"ok \xff\xfe bad\n")
+    sink.finish()
+    os.close(fd)
+    (rec,) = records(path)
+    assert rec["message"].startswith("ok ") and rec["invalid_utf8"] is True
+
+
+def test_huge_line_is_split(tmp_path: Path) -> None:
+    """A line longer than the per-record maximum is split into partial records."""
+    sink, path, fd = sink_for(tmp_path, limit=10 << 20)
+    sink("stdout", b"x" * (MAX_LINE_BYTES * 2 + 5) + b"\n")
+    sink.finish()
+    os.close(fd)
+    recs = records(path)
+    assert len(recs) == 3 and recs[0]["partial"] and "partial" not in recs[-1]
+
+
+def test_stderr_tail_is_bounded(tmp_path: Path) -> None:
+    """Only the last few KiB of stderr stay in memory."""
+    sink, _, fd = sink_for(tmp_path, limit=0)
+    for i in range(10_000):
+        sink("stderr", f"line {i}\n".encode())
+    os.close(fd)
+    tail = sink.stderr_tail()
+    assert len(tail) <= 8192 and tail.rstrip().endswith("line 9999")

@@ -1,0 +1,103 @@
+"""Policy -> container spec, the Docker error boundary, and the public surface."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import docker.errors
+import requests.exceptions
+
+import dad_sandbox
+from dad_sandbox import errors
+from dad_sandbox.run import RunContext
+from dad_sandbox.sandbox import load_policy
+from dad_sandbox.sandbox._ownership import RunUser
+from dad_sandbox.sandbox._spec import build_spec
+from dad_sandbox.sandbox.engine._errors import DOCKER_ERROR_MAP, is_transient, translate
+
+
+def test_spec_mounts_labels_and_limits(tmp_path: Path) -> None:
+    """Run dir read-write, project read-only, ownership labels, and every limit carried over."""
+    ctx = RunContext("a", tmp_path)
+    ctx.setup_run()
+    policy = load_policy("untrusted")
+    spec = build_spec(ctx, policy, RunUser(65534, 65534, 0, 0), ["true"], deadline=1234.5)
+    mounts = {m.target: m for m in spec.mounts}
+    assert mounts["/dad/project"].read_only and mounts["/dad/project"].source == str(tmp_path)
+    assert not mounts[f"/dad/runs/{ctx.run_id}"].read_only
+    assert spec.labels["dad.run_id"] == ctx.run_id
+    assert spec.labels["dad.deadline"] == "1234.500"
+    assert spec.labels["dad.supervisor"].endswith(f":{__import__('os').getpid()}")
+    assert spec.user == "65534:65534" and spec.network == "none" and spec.read_only_root
+    assert spec.cap_drop == ("ALL",) and spec.no_new_privileges and spec.init
+    assert spec.memory == policy.memory and spec.pids_limit == policy.pids_limit
+    assert spec.tmpfs["/tmp"].startswith("size=")
+
+
+def test_policy_env_is_the_only_host_env(tmp_path: Path, monkeypatch) -> None:
+    """Host environment variables never reach the container unless the policy names them."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    ctx = RunContext("a", tmp_path)
+    ctx.setup_run()
+    spec = build_spec(ctx, load_policy("untrusted"), RunUser(1, 1, 1, 1), ["true"], deadline=0)
+    assert "SECRET_TOKEN" not in spec.env and "hunter2" not in str(spec.env)
+
+
+def test_every_docker_error_is_mapped() -> None:
+    """Every exception class in docker.errors has an explicit entry in the mapping table."""
+    classes = {
+        obj for _, obj in inspect.getmembers(docker.errors, inspect.isclass)
+        if issubclass(obj, Exception) and obj.__module__ == "docker.errors"
+    }
+    assert classes - set(DOCKER_ERROR_MAP) == set()
+
+
+def test_translation_is_specific() -> None:
+    """ImageNotFound and NotFound map to their own classes; connection trouble is EngineUnavailable."""
+    assert isinstance(translate(docker.errors.ImageNotFound("x"), "w"), errors.ImageNotFound)
+    assert isinstance(translate(docker.errors.NotFound("x"), "w"), errors.ContainerGone)
+    assert isinstance(translate(requests.exceptions.ConnectionError("x"), "w"), errors.EngineUnavailable)
+    assert translate(ValueError("not ours"), "w") is None
+
+
+def test_only_transient_errors_retry() -> None:
+    """Connection trouble and 5xx retry; 404 and 4xx do not."""
+    class Resp:
+        def __init__(self, code: int) -> None:
+            self.status_code = code
+            self.reason = "x"
+            self.url = "http://docker/x"
+    assert is_transient(requests.exceptions.ConnectionError())
+    assert is_transient(docker.errors.APIError("boom", response=Resp(500)))
+    assert not is_transient(docker.errors.APIError("bad", response=Resp(400)))
+    assert not is_transient(docker.errors.NotFound("gone", response=Resp(404)))
+
+
+def test_public_all_is_sorted_and_complete() -> None:
+    """dad_sandbox.__all__ is sorted, and every name in it exists."""
+    assert list(dad_sandbox.__all__) == sorted(dad_sandbox.__all__)
+    for name in dad_sandbox.__all__:
+        assert hasattr(dad_sandbox, name)
+    for name in ("RunContext", "RunEnvParams", "IsolatedExecution", "AgentRunner", "FlowRunner"):
+        assert name in dad_sandbox.__all__
+
+
+def test_run_layer_never_imports_docker() -> None:
+    """dad_sandbox.run, .runner and the package import with docker blocked."""
+    code = (
+        "import sys; sys.modules['docker'] = None\n"
+        "import dad_sandbox, dad_sandbox.run, dad_sandbox.runner, dad_sandbox.sandbox._entrypoint\n"
+        "assert 'docker' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_error_derives_from_base() -> None:
+    """One hierarchy: every public error class is a DadSandboxError."""
+    for _, obj in inspect.getmembers(errors, inspect.isclass):
+        if obj.__module__ == "dad_sandbox.errors":
+            assert issubclass(obj, errors.DadSandboxError)
+    assert issubclass(errors.RunTimedOut, TimeoutError)
