@@ -19,6 +19,11 @@ from dad_sandbox.sandbox import IsolatedExecution, Policy, RunResult
 T = TypeVar("T")
 
 
+def _interrupted(ctx: RunContext) -> RunResult:
+    """After Ctrl-C the supervisor has already killed the container and recorded ``cancelled``."""
+    return RunResult.from_metadata(ctx.metadata, ctx.run_dir)
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)``, or a clear error inside a running event loop."""
     try:
@@ -46,7 +51,10 @@ def exec_command(
     """Run one command line as a run in its own container and wait for it."""
     ctx = RunContext("exec", project_root, run_root=run_root)
     ctx.setup_run(run_id_prefix=run_id_prefix)
-    return run_sync(_exec(ctx, argv, policy, timeout))
+    try:
+        return run_sync(_exec(ctx, argv, policy, timeout))
+    except KeyboardInterrupt:
+        return _interrupted(ctx)
 
 
 async def _run(ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None) -> RunResult:
@@ -78,4 +86,7 @@ def run_component(
     if static_inputs_file is not None:
         ctx.static_inputs.load_file(Path(static_inputs_file))
     ctx.read_static_inputs()
-    return run_sync(_run(ctx, reference, policy, timeout))
+    try:
+        return run_sync(_run(ctx, reference, policy, timeout))
+    except KeyboardInterrupt:
+        return _interrupted(ctx)

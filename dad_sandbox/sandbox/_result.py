@@ -35,6 +35,21 @@ class RunResult(BaseModel):
     nodes: list[dict[str, Any]] = []
     metadata: RunMetadata
 
+    @classmethod
+    def from_metadata(cls, md: RunMetadata, run_dir: Path, nodes: list[dict[str, Any]] | None = None) -> RunResult:
+        """The result as the host recorded it in the run's metadata."""
+        return cls(
+            run_id=md.run_id,
+            status=md.status,
+            reason=md.reason,
+            exit_code=md.exit_code,
+            duration_seconds=md.duration_seconds,
+            run_dir=run_dir,
+            error=md.error,
+            nodes=nodes or [],
+            metadata=md,
+        )
+
     @property
     def ok(self) -> bool:
         return self.status == RunStatus.COMPLETED

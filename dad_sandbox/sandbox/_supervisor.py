@@ -227,21 +227,12 @@ class RunSupervisor:
                 log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
         log.info("run finished", run_id=ctx.run_id, status=md.status.value, reason=md.reason,
                  duration_seconds=md.duration_seconds)
-        return RunResult(
-            run_id=md.run_id,
-            status=md.status,
-            reason=md.reason,
-            exit_code=md.exit_code,
-            duration_seconds=md.duration_seconds,
-            run_dir=ctx.run_dir,
-            error=md.error,
-            nodes=[
-                {k: n.get(k) for k in ("hierarchy_path", "status", "output", "duration_seconds")}
-                for n in (report or {}).get("nodes", [])
-                if isinstance(n, dict)
-            ],
-            metadata=md,
-        )
+        nodes = [
+            {k: n.get(k) for k in ("hierarchy_path", "status", "output", "duration_seconds")}
+            for n in (report or {}).get("nodes", [])
+            if isinstance(n, dict)
+        ]
+        return RunResult.from_metadata(md, ctx.run_dir, nodes)
 
     @staticmethod
     async def _quietly(call: Any, problems: list[str]) -> None:

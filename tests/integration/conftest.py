@@ -1,0 +1,79 @@
+"""Integration fixtures: a real Docker engine, the runner image, and a leak check after each test.
+
+Without an engine these tests are skipped on a laptop, but under ``CI=true`` a missing engine or
+image is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dad_sandbox._version import __version__
+from dad_sandbox.run import RunStatus, read_metadata
+
+IMAGE = f"dad-sandbox-runner:{__version__}"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: integration tests must run; 'make test' provisions the engine and image)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_api():
+    import docker
+
+    try:
+        api = docker.APIClient(version="auto", timeout=10)
+        api.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        _unavailable(f"no Docker engine answers: {exc}")
+    try:
+        api.inspect_image(IMAGE)
+    except Exception:  # noqa: BLE001
+        _unavailable(f"image {IMAGE} is missing: run 'make image'")
+    yield api
+    api.close()
+
+
+def labelled(api, run_id: str | None = None) -> set[str]:
+    selector = f"dad.run_id={run_id}" if run_id else "dad.run_id"
+    return {c["Id"] for c in api.containers(all=True, filters={"label": selector})}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_containers(docker_api) -> Iterator[None]:
+    """Every integration test must leave no container of ours behind."""
+    before = labelled(docker_api)
+    yield
+    leaked = labelled(docker_api) - before
+    for cid in leaked:
+        docker_api.remove_container(cid, force=True)
+    assert not leaked, f"{len(leaked)} container(s) labelled dad.run_id were left behind"
+
+
+def wait_for_status(run_dir: Path, status: RunStatus, timeout: float = 30.0) -> None:
+    """Poll dad_metadata.json until the run reaches ``status``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if read_metadata(run_dir).status == status:
+                return
+        except Exception:  # noqa: BLE001 - the file is being replaced; try again
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{run_dir} did not reach {status} within {timeout}s")
