@@ -265,6 +265,23 @@ class RunContext:
         write_metadata(self.layout.run_dir, self._metadata)
 
     @classmethod
+    def open_existing(cls, run_dir: Path | str) -> RunContext:
+        """Re-open a run set up earlier (possibly by another process) on the host, e.g. to recover it.
+
+        Raises:
+            RunError: the directory holds no readable run metadata.
+        """
+        run_dir = Path(run_dir).resolve()
+        md = read_metadata(run_dir)
+        if md.run_id != run_dir.name:
+            raise RunError(f"{run_dir} holds metadata of run {md.run_id!r}; the directory and its run id disagree")
+        ctx = cls(md.root_component_id, md.project_root, run_root=run_dir.parent)
+        ctx._layout = RunLayout(run_dir.parent, md.run_id, Path(md.project_root).name)
+        ctx._metadata = md
+        ctx.static_inputs.load_file(ctx._layout.static_inputs_file)
+        return ctx
+
+    @classmethod
     def attach(cls, env: RunEnvParams, root_component_id: str, project_root: Path | str) -> RunContext:
         """Rebuild a context for an existing run dir (inside the container), without creating anything.
 

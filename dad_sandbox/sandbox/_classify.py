@@ -7,6 +7,9 @@ Decisions (README, "Statuses"):
 * ``OOMKilled`` -> ``oom_killed``. Docker also sets it when only a child was OOM-killed and PID 1
   went on to exit 0; that run still hit its memory limit and lost work, so it is ``oom_killed`` with
   reason ``oom:child`` rather than a clean ``completed``.
+* a limit the supervisor enforced (``disk_quota``) -> ``failed`` with that reason; a process killed
+  by SIGXFSZ hit the policy's ``max_file_size`` -> ``failed``, ``disk_quota``.
+* the engine went away mid-run -> ``crashed``, ``engine_lost``.
 * exit code > 128 that we did not cause -> ``crashed`` with ``signal:SIGxxx``.
 * other non-zero exit -> ``failed``; 0 -> ``completed``.
 """
@@ -31,13 +34,17 @@ def classify(
     *,
     deadline_hit: bool = False,
     cancelled: bool = False,
+    limit_hit: str | None = None,
+    engine_lost: bool = False,
 ) -> tuple[RunStatus, str | None]:
     """``(status, reason)`` for a finished container."""
     if cancelled:
         return RunStatus.CANCELLED, "cancelled"
     if deadline_hit:
         return RunStatus.TIMED_OUT, "deadline"
-    if state is None:
+    if limit_hit:
+        return RunStatus.FAILED, limit_hit
+    if state is None or engine_lost:
         return RunStatus.CRASHED, "engine_lost"
     if state.oom_killed:
         return RunStatus.OOM_KILLED, "oom:child" if state.exit_code == 0 else "oom"
@@ -46,6 +53,8 @@ def classify(
         return RunStatus.CRASHED, "engine_lost"
     if code == 0:
         return RunStatus.COMPLETED, None
+    if code == 128 + signal.SIGXFSZ:
+        return RunStatus.FAILED, "disk_quota"
     if 128 < code < 128 + 65:
         return RunStatus.CRASHED, f"signal:{signal_name(code - 128)}"
     return RunStatus.FAILED, "exit_code"

@@ -58,6 +58,8 @@ class Policy(BaseModel):
     init: bool = Field(True, description="run an init process as PID 1 (reaps zombies, forwards signals)")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables passed to the run")
     output_limit: Bytes = Field(16 << 20, ge=0, description="stdout+stderr bytes kept in logs.jsonl")
+    disk_quota: Bytes | None = Field(None, gt=0, description="bytes the run dir may hold; over it the run is stopped")
+    max_file_size: Bytes | None = Field(None, gt=0, description="largest file a process may write (fsize ulimit)")
     metrics_interval: Seconds = Field(1.0, ge=0, description="seconds between resource samples; 0 disables")
 
     @field_validator("user")

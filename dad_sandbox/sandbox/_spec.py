@@ -74,4 +74,5 @@ def build_spec(
         no_new_privileges=policy.no_new_privileges,
         init=policy.init,
         runtime=policy.runtime,
+        ulimits={"fsize": policy.max_file_size} if policy.max_file_size else {},
     )

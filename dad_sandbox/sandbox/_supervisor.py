@@ -4,12 +4,14 @@ Why the order of the exit path matters: the container's state (exit code, ``OOMK
 BEFORE the container is removed, the final status is written by the host only, and the container
 is removed even when the caller is cancelled - the exit path runs as its own task shielded from
 cancellation, so a second Ctrl-C cannot leave a container behind.
+
+The same watch-and-finalize path serves a fresh run (:meth:`RunSupervisor.run`) and a run whose
+supervisor died and that a later supervisor re-attaches to (:meth:`RunSupervisor.resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -18,22 +20,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dad_sandbox._logging import get_logger
-from dad_sandbox.errors import DadSandboxError, EngineError, ExecutionStateError, UnsafePathError
+from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
 from dad_sandbox.run import RunContext, RunStatus
 from dad_sandbox.run import _safe_fs
-from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, RUNNER_REPORT_FILE, TRACE_DIR
+from dad_sandbox.run._collect import collect_jsonl_files
+from dad_sandbox.run._layout import (
+    LOGS_FILE,
+    METRICS_FILE,
+    POLICY_FILE,
+    RUNNER_REPORT_FILE,
+    TRACE_DIR,
+    TRACE_FILE,
+)
+from dad_sandbox.run._usage import dir_usage
 from dad_sandbox.sandbox import _labels, _ownership
-from dad_sandbox.sandbox._classify import classify
+from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._output import OutputSink
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import build_spec
-from dad_sandbox.sandbox.engine import ContainerState, Engine
+from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
 
 MAX_REPORT_BYTES = 1 << 20
 OUTPUT_DRAIN_TIMEOUT = 10.0
+ATTACH_TIMEOUT = 30.0
+#: After the engine vanished mid-run, how long to wait for it to come back to read and remove.
+ENGINE_RETURN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +61,21 @@ class Launch:
 
 @dataclass(slots=True)
 class _Watch:
-    """What happened while the container ran; filled in by the run, read by the finalizer."""
+    """What happened while the container ran; filled in by the watchers, read by the finalizer."""
 
-    container_id: str | None = None
-    started: float | None = None
+    container_id: str
+    component: str | None
+    user: _ownership.RunUser
+    deadline: float
     deadline_hit: bool = False
     cancelled: bool = False
+    limit_hit: str | None = None
+    engine_lost: bool = False
     failure: BaseException | None = None
     peak_memory: int | None = None
+    cpu_ns: int | None = None
     samples: int = 0
-    last_cpu_ns: int | None = None
+    run_dir_bytes: int | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -68,7 +87,10 @@ class RunSupervisor:
         self.policy = policy
         self.engine = engine
 
+    # ------------------------------------------------------------------ entry points
+
     async def run(self, launch: Launch) -> RunResult:
+        """Create and start a fresh container for the run and supervise it to the end."""
         ctx, policy = self.ctx, self.policy
         if ctx.metadata.status != RunStatus.INITIALIZED:
             raise ExecutionStateError(
@@ -77,6 +99,7 @@ class RunSupervisor:
             )
         try:
             image_id = await self.engine.image_id(policy.image_ref)
+            engine_info = await self.engine.info()
         except EngineError as exc:
             ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
             raise
@@ -91,6 +114,7 @@ class RunSupervisor:
             image=policy.image_ref,
             image_id=image_id,
             runtime=policy.runtime,
+            engine={k: engine_info.get(k) for k in ("engine", "version", "api_version", "kernel")},
             policy_name=policy.name,
             policy_hash=policy.hash,
             policy=policy.model_dump(mode="json"),
@@ -102,22 +126,54 @@ class RunSupervisor:
                 "deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
             },
         )
-        with _safe_fs.opened_dir(ctx.run_dir, TRACE_DIR) as trace_fd:
-            logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
-            metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
-        sink = OutputSink(logs_fd, limit=policy.output_limit, run_id=ctx.run_id)
-        watch = _Watch()
         log.info("run starting", run_id=ctx.run_id, image=policy.image_ref, policy=policy.name)
         try:
-            await self._watch(spec, deadline, sink, metrics_fd, watch)
+            cid = await self.engine.create(spec)
+        except BaseException as exc:
+            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
+            _ownership.reclaim(ctx.run_dir, user)
+            raise
+        ctx.record(container_id=cid)
+        watch = _Watch(cid, launch.component, user, deadline)
+        return await self._supervise(watch, spec=spec)
+
+    async def resume(self, state: ContainerState) -> RunResult:
+        """Re-attach to a container whose supervisor died: enforce its stored deadline, then finalize.
+
+        Output the container wrote while nobody was attached is not recovered (the engine keeps no
+        copy, by design: it would be an unbounded file on the host); what was captured before stays.
+        """
+        try:
+            deadline = float(state.labels.get(_labels.DEADLINE, "0"))
+        except ValueError:
+            deadline = 0.0
+        user = _ownership.resolve_user(self.policy.user)
+        watch = _Watch(state.id, self.ctx.metadata.component, user, deadline)
+        self.ctx.record(supervisor={**(self.ctx.metadata.supervisor or {}), "recovered_by": _labels.supervisor_identity()[_labels.SUPERVISOR]})
+        log.info("re-attaching to an orphaned run", run_id=self.ctx.run_id, container=state.id[:12], running=state.running)
+        return await self._supervise(watch, spec=None, already_running=state.running)
+
+    # ------------------------------------------------------------------ watching
+
+    async def _supervise(self, watch: _Watch, *, spec: ContainerSpec | None, already_running: bool = False) -> RunResult:
+        with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
+            logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
+            metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
+        sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id)
+        try:
+            await self._watch(watch, sink, metrics_fd, start=spec is not None, running=already_running or spec is not None)
         except asyncio.CancelledError:
             watch.cancelled = True
             raise
+        except EngineUnavailable as exc:
+            watch.engine_lost = True
+            watch.failure = exc
+            log.error("lost the engine during the run", run_id=self.ctx.run_id, error=str(exc))
         except BaseException as exc:
             watch.failure = exc
             raise
         finally:
-            finalizer = asyncio.ensure_future(self._finalize(launch, user, sink, logs_fd, metrics_fd, watch))
+            finalizer = asyncio.ensure_future(self._finalize(watch, sink, logs_fd, metrics_fd))
             cancelled_while_finalizing = False
             while not finalizer.done():
                 try:
@@ -128,90 +184,105 @@ class RunSupervisor:
                 raise asyncio.CancelledError
         return finalizer.result()
 
-    async def _watch(self, spec: Any, deadline: float, sink: OutputSink, metrics_fd: int, watch: _Watch) -> None:
-        cid = await self.engine.create(spec)
-        watch.container_id = cid
-        self.ctx.record(container_id=cid)
-        watch.tasks.append(asyncio.create_task(self.engine.stream_output(cid, sink)))
-        await self.engine.start(cid)
-        watch.started = time.time()
-        self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC))
-        if self.policy.metrics_interval > 0:
-            watch.tasks.append(asyncio.create_task(self._sample(cid, metrics_fd, watch)))
-        code = await self.engine.wait(cid, timeout=deadline - time.time())
-        if code is None:
-            watch.deadline_hit = True
-            log.warning("deadline passed: killing the container", run_id=self.ctx.run_id, timeout=self.policy.timeout)
-            await self.engine.kill(cid)
+    async def _watch(self, watch: _Watch, sink: OutputSink, metrics_fd: int, *, start: bool, running: bool) -> None:
+        cid = watch.container_id
+        if running:
+            await self._attach(watch, sink)
+        if start:
+            await self.engine.start(cid)
+            self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC))
+        if running:
+            watch.tasks.append(asyncio.create_task(self._monitor(watch, metrics_fd)))
+            code = await self.engine.wait(cid, timeout=watch.deadline - time.time())
+            if code is None:
+                watch.deadline_hit = True
+                log.warning("deadline passed: killing the container", run_id=self.ctx.run_id, timeout=self.policy.timeout)
+                await self.engine.kill(cid)
 
-    async def _sample(self, cid: str, fd: int, watch: _Watch) -> None:
+    async def _attach(self, watch: _Watch, sink: OutputSink) -> None:
+        """Connect the output stream and wait until it is attached, so no early output is lost."""
+        loop = asyncio.get_running_loop()
+        attached = asyncio.Event()
+        pump = asyncio.create_task(
+            self.engine.stream_output(watch.container_id, sink, on_attached=lambda: loop.call_soon_threadsafe(attached.set))
+        )
+        watch.tasks.insert(0, pump)
+        waiter = asyncio.create_task(attached.wait())
+        done, _ = await asyncio.wait({pump, waiter}, timeout=ATTACH_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if pump in done and pump.exception() is not None:
+            raise pump.exception()  # type: ignore[misc]
+        if not done:
+            raise EngineError(f"attaching to the container's output took longer than {ATTACH_TIMEOUT:g}s")
+
+    async def _monitor(self, watch: _Watch, metrics_fd: int) -> None:
+        """Sample resource use into metrics.jsonl and enforce the run-dir quota, every interval."""
+        interval = self.policy.metrics_interval or 1.0
+        quota = self.policy.disk_quota
         while True:
-            sample = await self.engine.stats(cid)
+            sample = await self.engine.stats(watch.container_id) if self.policy.metrics_interval else None
             if sample is not None:
                 peak = sample.get("memory_max_bytes") or sample.get("memory_bytes")
                 if peak is not None:
                     watch.peak_memory = max(watch.peak_memory or 0, int(peak))
                 if sample.get("cpu_total_ns") is not None:
-                    watch.last_cpu_ns = int(sample["cpu_total_ns"])
-                record = {"ts": datetime.now(UTC).isoformat(), "run_id": self.ctx.run_id, "source": "supervisor",
-                          "name": "container.resources", **sample}
-                os.write(fd, (json.dumps(record) + "\n").encode())
+                    watch.cpu_ns = int(sample["cpu_total_ns"])
                 watch.samples += 1
-            await asyncio.sleep(self.policy.metrics_interval)
+            if quota is not None:
+                usage = await asyncio.to_thread(dir_usage, self.ctx.run_dir)
+                watch.run_dir_bytes = usage.bytes
+                if usage.bytes > quota or not usage.complete:
+                    watch.limit_hit = "disk_quota"
+                    log.warning("run dir over its quota: stopping the run", run_id=self.ctx.run_id,
+                                bytes=usage.bytes, quota=quota, entries=usage.entries)
+                    await self.engine.kill(watch.container_id)
+                    return
+            if sample is not None or watch.run_dir_bytes is not None:
+                record = {"ts": datetime.now(UTC).isoformat(), "run_id": self.ctx.run_id, "source": "supervisor",
+                          "name": "container.resources", **(sample or {}), "run_dir_bytes": watch.run_dir_bytes}
+                os.write(metrics_fd, (json.dumps(record) + "\n").encode())
+            await asyncio.sleep(interval)
 
-    async def _finalize(
-        self, launch: Launch, user: _ownership.RunUser, sink: OutputSink, logs_fd: int, metrics_fd: int, watch: _Watch
-    ) -> RunResult:
+    # ------------------------------------------------------------------ finalizing
+
+    async def _finalize(self, watch: _Watch, sink: OutputSink, logs_fd: int, metrics_fd: int) -> RunResult:
         ctx, engine, cid = self.ctx, self.engine, watch.container_id
-        state: ContainerState | None = None
         problems: list[str] = []
         for task in watch.tasks[1:]:
             task.cancel()
-        if cid is not None:
-            if watch.cancelled or watch.failure is not None:
-                await self._quietly(engine.kill(cid), problems)
-            try:
-                state = await engine.inspect(cid)  # BEFORE remove: exit code and OOMKilled live here
-                if state.running:
-                    await self._quietly(engine.kill(cid), problems)
-                    state = await engine.inspect(cid)
-            except DadSandboxError as exc:
-                problems.append(f"could not read the container state: {exc}")
-        if watch.tasks:
-            _, pending = await asyncio.wait(watch.tasks[:1], timeout=OUTPUT_DRAIN_TIMEOUT)
-            for task in pending:
-                task.cancel()
-                problems.append("the output stream did not end in time; output may be incomplete")
-            for task in watch.tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    problems.append(f"output/metrics collection failed: {task.exception()}")
+        if watch.cancelled or (watch.failure is not None and not watch.engine_lost):
+            await self._quietly(engine.kill(cid), problems)
+        state = await self._final_state(watch, problems)
+        await self._drain_output(watch, problems)
         output = sink.finish()
         os.close(logs_fd)
         os.close(metrics_fd)
         try:
-            _ownership.reclaim(ctx.run_dir, user)
+            _ownership.reclaim(ctx.run_dir, watch.user)
         except OSError as exc:
-            problems.append(f"could not hand the run dir back to uid {user.host_uid}: {exc}")
-        report = self._read_report() if launch.component else None
+            problems.append(f"could not hand the run dir back to uid {watch.user.host_uid}: {exc}")
+        collection = self._collect(watch)
+        report = self._read_report() if watch.component else None
 
-        if cid is None and watch.failure is not None and not watch.cancelled:
-            status, reason = RunStatus.CRASHED, "engine_error"
-        else:
-            status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled)
-        if launch.component and status == RunStatus.COMPLETED and (report or {}).get("status") != "completed":
+        status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled,
+                                  limit_hit=watch.limit_hit, engine_lost=watch.engine_lost)
+        if watch.component and status == RunStatus.COMPLETED and (report or {}).get("status") != "completed":
             status, reason = RunStatus.FAILED, "runner_report"
-        elif status == RunStatus.FAILED and report and report.get("failed_path"):
+        elif status == RunStatus.FAILED and reason == "exit_code" and report and report.get("failed_path"):
             reason = "node_failed"
-        elif status == RunStatus.FAILED and report and report.get("status") == "failed":
+        elif status == RunStatus.FAILED and reason == "exit_code" and report and report.get("status") == "failed":
             reason = "component_load"
         error = self._error_text(status, reason, state, report, sink, watch, problems)
-        resources: dict[str, Any] = {"samples": watch.samples}
+        usage = dir_usage(ctx.run_dir)
+        resources: dict[str, Any] = {"samples": watch.samples, "run_dir_bytes": usage.bytes}
         if watch.peak_memory is not None:
             resources["peak_memory_bytes"] = watch.peak_memory
-        if watch.last_cpu_ns is not None:
-            resources["cpu_seconds"] = round(watch.last_cpu_ns / 1e9, 3)
+        if watch.cpu_ns is not None:
+            resources["cpu_seconds"] = round(watch.cpu_ns / 1e9, 3)
         if self.policy.memory:
             resources["memory_limit_bytes"] = self.policy.memory
+        if state is not None and state.exit_code is not None and state.exit_code > 128:
+            resources["exit_signal"] = signal_name(state.exit_code - 128)
         md = ctx.record(
             status=status,
             reason=reason,
@@ -219,12 +290,12 @@ class RunSupervisor:
             exit_code=state.exit_code if state else None,
             output=output,
             resources=resources,
+            collection={name: rep.to_json() for name, rep in collection.items()},
         )
-        if cid is not None:
-            try:
-                await engine.remove(cid)
-            except DadSandboxError as exc:
-                log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
+        try:
+            await engine.remove(cid)
+        except DadSandboxError as exc:
+            log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
         log.info("run finished", run_id=ctx.run_id, status=md.status.value, reason=md.reason,
                  duration_seconds=md.duration_seconds)
         nodes = [
@@ -233,6 +304,47 @@ class RunSupervisor:
             if isinstance(n, dict)
         ]
         return RunResult.from_metadata(md, ctx.run_dir, nodes)
+
+    async def _final_state(self, watch: _Watch, problems: list[str]) -> ContainerState | None:
+        """The container's state, read BEFORE removal; after an engine loss, waits for it to return."""
+        engine, cid = self.engine, watch.container_id
+        end = time.monotonic() + (ENGINE_RETURN_TIMEOUT if watch.engine_lost else 0)
+        while True:
+            try:
+                state = await engine.inspect(cid)
+                if state.running:
+                    await self._quietly(engine.kill(cid), problems)
+                    state = await engine.inspect(cid)
+                return state
+            except EngineUnavailable as exc:
+                if time.monotonic() >= end:
+                    problems.append(f"could not read the container state: {exc}")
+                    return None
+                await asyncio.sleep(0.5)
+            except DadSandboxError as exc:
+                problems.append(f"could not read the container state: {exc}")
+                return None
+
+    async def _drain_output(self, watch: _Watch, problems: list[str]) -> None:
+        if not watch.tasks:
+            return
+        _, pending = await asyncio.wait(watch.tasks[:1], timeout=OUTPUT_DRAIN_TIMEOUT)
+        for task in pending:
+            task.cancel()
+            problems.append("the output stream did not end in time; output may be incomplete")
+        for task in watch.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                problems.append(f"output/metrics collection failed: {task.exception()}")
+
+    def _collect(self, watch: _Watch) -> dict[str, Any]:
+        """Validate the JSONL files the container could write (all three if it shares our uid)."""
+        shared_uid = watch.user.uid in (0, watch.user.host_uid)
+        names = (TRACE_FILE, LOGS_FILE, METRICS_FILE) if shared_uid else (TRACE_FILE,)
+        try:
+            return collect_jsonl_files(self.ctx.run_dir, names)
+        except (OSError, UnsafePathError) as exc:
+            log.error("could not collect the trace files", run_id=self.ctx.run_id, error=str(exc))
+            return {}
 
     @staticmethod
     async def _quietly(call: Any, problems: list[str]) -> None:
@@ -273,7 +385,10 @@ class RunSupervisor:
         elif status == RunStatus.CANCELLED:
             parts.append("the run was cancelled; its container was killed")
         elif status == RunStatus.CRASHED:
-            if watch.failure is not None:
+            if reason == "engine_lost":
+                parts.append("the container engine went away during the run" +
+                             (f": {watch.failure}" if watch.failure else ""))
+            elif watch.failure is not None:
                 parts.append(f"the sandbox failed: {watch.failure}")
             elif reason and reason.startswith("signal:"):
                 parts.append(f"the run was killed by {reason.removeprefix('signal:')}")
@@ -282,7 +397,12 @@ class RunSupervisor:
             if state is not None and state.error:
                 parts.append(f"engine: {state.error}")
         elif status == RunStatus.FAILED:
-            if report and report.get("error"):
+            if reason == "disk_quota":
+                parts.append(
+                    f"the run dir went over its disk quota of {self.policy.disk_quota} bytes"
+                    if watch.limit_hit else f"a file went over the policy's max_file_size of {self.policy.max_file_size} bytes"
+                )
+            elif report and report.get("error"):
                 parts.append(str(report["error"]))
             elif reason == "runner_report":
                 parts.append("the component exited 0 but left no completed runner report")

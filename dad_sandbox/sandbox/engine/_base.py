@@ -46,6 +46,10 @@ class ContainerSpec:
     no_new_privileges: bool = True
     init: bool = True
     runtime: str | None = None
+    ulimits: dict[str, int] = field(default_factory=dict)
+    #: "none" keeps the engine from storing a second, unbounded copy of the output on the host disk;
+    #: the supervisor attaches before start, so nothing is lost.
+    log_driver: str | None = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +142,13 @@ class Engine(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def stream_output(self, container_id: str, on_output: OutputCallback) -> None:
-        """Feed the container's stdout/stderr to ``on_output`` until it exits; nothing is lost from
-        before the call (the engine replays what was already written).
+    async def stream_output(
+        self, container_id: str, on_output: OutputCallback, *, on_attached: Callable[[], None] | None = None
+    ) -> None:
+        """Feed the container's stdout/stderr to ``on_output`` until it exits.
+
+        ``on_attached`` is called (from the pump thread) once the stream is connected, so the caller
+        can start the container only then and lose nothing.
 
         Raises:
             ContainerGone, EngineError

@@ -147,6 +147,8 @@ class DockerEngine(Engine):
                 security_opt=["no-new-privileges"] if spec.no_new_privileges else None,
                 init=spec.init,
                 runtime=spec.runtime,
+                ulimits=[docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in spec.ulimits.items()] or None,
+                log_config=docker.types.LogConfig(type=spec.log_driver) if spec.log_driver else None,
             )
             result = api.create_container(
                 image=spec.image,
@@ -214,13 +216,17 @@ class DockerEngine(Engine):
 
         await self._call("removing the container", remove)
 
-    async def stream_output(self, container_id: str, on_output: OutputCallback) -> None:
+    async def stream_output(
+        self, container_id: str, on_output: OutputCallback, *, on_attached: Callable[[], None] | None = None
+    ) -> None:
         def pump() -> None:
-            # A client without a read timeout: a quiet container must not end its own log stream.
+            # A client without a read timeout: a quiet container must not end its own output stream.
             client = self._client(timeout=None)
             try:
                 with map_docker_errors("streaming the container's output"):
-                    frames = client.attach(container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+                    frames = client.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
+                    if on_attached is not None:
+                        on_attached()
                     for out, err in frames:
                         if out:
                             on_output("stdout", out)
