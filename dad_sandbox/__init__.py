@@ -10,7 +10,7 @@ from dad_sandbox.dsl import AgentDefinition, FlowDefinition, FunctionNode, NodeC
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.run import RunContext, RunEnvParams, RunMetadata, RunStatus
 from dad_sandbox.runner import AgentRunner, FlowRunner
-from dad_sandbox.sandbox import IsolatedExecution, Policy, RunResult, load_policy
+from dad_sandbox.sandbox import IsolatedExecution, Policy, RunHandle, RunResult, Supervisor, load_policy
 
 __all__ = [
     "AgentDefinition",
@@ -24,9 +24,11 @@ __all__ = [
     "Policy",
     "RunContext",
     "RunEnvParams",
+    "RunHandle",
     "RunMetadata",
     "RunResult",
     "RunStatus",
+    "Supervisor",
     "__version__",
     "load_policy",
 ]

@@ -162,6 +162,37 @@ def run_cmd(reference: str, policy: str, timeout: float | None, run_root: Path |
     _finish(result, as_json, show_output=False)
 
 
+@main.command("gc", help="Find containers whose supervisor is gone; finalize their runs and remove them.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be cleaned.")
+@_json_opt
+def gc_cmd(dry_run: bool, as_json: bool) -> None:
+    import asyncio
+
+    from dad_sandbox.errors import DadSandboxError
+    from dad_sandbox.sandbox import Supervisor
+
+    async def gc() -> list[Any]:
+        async with Supervisor(recover_on_start=False) as sup:
+            return await sup.gc(dry_run=dry_run)
+
+    try:
+        found = asyncio.run(gc())
+    except DadSandboxError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        import dataclasses
+
+        click.echo(json.dumps([dataclasses.asdict(o) for o in found], indent=2))
+        return
+    if not found:
+        click.echo("no dad-sandbox containers on this engine")
+        return
+    for o in found:
+        status = f" -> {o.status}" if o.status else ""
+        click.echo(f"{o.container_id[:12]}  {o.run_id:<40} {o.state:<8} {o.action.value}{status}"
+                   + (f"  ({o.detail})" if o.detail else ""))
+
+
 @main.group("image", help="The runner image.")
 def image_group() -> None:
     pass

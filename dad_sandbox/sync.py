@@ -7,6 +7,7 @@ clearly when called from inside a running loop (where ``await`` is the right cal
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,3 +91,90 @@ def run_component(
         return run_sync(_run(ctx, reference, policy, timeout))
     except KeyboardInterrupt:
         return _interrupted(ctx)
+
+
+class SyncRunHandle:
+    """Blocking view of a :class:`~dad_sandbox.sandbox.RunHandle` owned by a :class:`SyncSupervisor`."""
+
+    def __init__(self, handle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = handle
+        self._loop = loop
+        self.run_id: str = handle.run_id
+        self.run_dir: Path = handle.run_dir
+
+    @property
+    def status(self) -> Any:
+        return self._handle.status
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Block until the run is final; ``TimeoutError`` if ``timeout`` passes first (the run goes on)."""
+        return asyncio.run_coroutine_threadsafe(self._handle.wait(), self._loop).result(timeout)
+
+    def cancel(self) -> None:
+        self._loop.call_soon_threadsafe(self._handle.cancel)
+
+
+class SyncSupervisor:
+    """The :class:`~dad_sandbox.sandbox.Supervisor` for code without an event loop.
+
+    Its event loop runs in a background thread for the lifetime of the ``with`` block::
+
+        with SyncSupervisor(max_parallel=4) as sup:
+            handles = [sup.submit(["python3", "-c", f"print({i})"]) for i in range(10)]
+            results = [h.wait() for h in handles]
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        from dad_sandbox.sandbox import Supervisor
+
+        self._kwargs = kwargs
+        self._supervisor_cls = Supervisor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._sup: Any = None
+
+    def __enter__(self) -> SyncSupervisor:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="dad-sandbox-supervisor", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+
+        async def open_supervisor() -> Any:
+            sup = self._supervisor_cls(**self._kwargs)
+            await sup.__aenter__()
+            return sup
+
+        try:
+            self._sup = asyncio.run_coroutine_threadsafe(open_supervisor(), loop).result()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def submit(self, argv: list[str] | None = None, **kwargs: Any) -> SyncRunHandle:
+        """Queue a run (same arguments as ``Supervisor.submit``); returns at once."""
+        assert self._loop is not None
+
+        async def submit() -> Any:
+            return self._sup.submit(argv, **kwargs)
+
+        return SyncRunHandle(asyncio.run_coroutine_threadsafe(submit(), self._loop).result(), self._loop)
+
+    def recover(self) -> list[Any]:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._sup.recover(wait=True), self._loop).result()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._sup is not None and self._loop is not None:
+                asyncio.run_coroutine_threadsafe(self._sup.__aexit__(*exc), self._loop).result()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._loop is not None and not self._loop.is_running():
+            self._loop.close()

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dad_sandbox._logging import get_logger
-from dad_sandbox.errors import RerunTargetError, RunError, RunSetupError
+from dad_sandbox.errors import RerunTargetError, RunError, RunSetupError, UnsafePathError
 from dad_sandbox.run import _safe_fs
 from dad_sandbox.run._env_params import RunEnvParams
 from dad_sandbox.run._ids import check_run_id, new_run_id
@@ -261,8 +261,23 @@ class RunContext:
         return self._metadata
 
     def _persist(self) -> None:
+        """Write the metadata; if the run replaced ``.trace`` with a link or file, move that aside first.
+
+        The host owns ``.trace``: a planted entry is never followed, only renamed out of the way and
+        recorded under ``tampering``.
+        """
         assert self._metadata is not None
-        write_metadata(self.layout.run_dir, self._metadata)
+        try:
+            write_metadata(self.layout.run_dir, self._metadata)
+        except (UnsafePathError, FileNotFoundError):
+            aside = _safe_fs.ensure_plain_dir(self.layout.run_dir, TRACE_DIR)
+            note = (
+                f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {aside} and made a new one"
+                if aside else f"{TRACE_DIR}/ was removed by the run; the host made a new one"
+            )
+            log.warning("run dir tampering", run_id=self._metadata.run_id, detail=note)
+            self._metadata = self._metadata.model_copy(update={"tampering": [*self._metadata.tampering, note]})
+            write_metadata(self.layout.run_dir, self._metadata)
 
     @classmethod
     def open_existing(cls, run_dir: Path | str) -> RunContext:

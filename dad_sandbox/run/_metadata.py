@@ -81,6 +81,7 @@ class RunMetadata(BaseModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     output: OutputInfo | None = None
     rerun: RerunInfo | None = None
+    tampering: list[str] = Field(default_factory=list, description="what the host found planted in the run dir")
     dad_sandbox_version: str = __version__
 
     def to_json_bytes(self) -> bytes:

@@ -152,6 +152,28 @@ def open_append(dir_fd: int, name: str, *, mode: int = 0o644) -> int:
     return _open_regular(dir_fd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
 
 
+def ensure_plain_dir(base: Path, name: str, *, mode: int = 0o755) -> str | None:
+    """Make ``base/name`` a real directory again if something else was planted there.
+
+    A symlink, file or FIFO at ``name`` is renamed aside (never followed) to
+    ``name.planted-<hex>`` and a fresh directory is made; returns the new name of what was found,
+    or None if ``name`` was already a plain directory.
+    """
+    _parts(name)
+    with opened_dir(base) as fd:
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mkdir(name, mode, dir_fd=fd)
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        aside = f"{name}.planted-{secrets.token_hex(4)}"
+        os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+        os.mkdir(name, mode, dir_fd=fd)
+        return aside
+
+
 def lchown_tree(root: Path, uid: int, gid: int) -> int:
     """Give every entry under ``root`` (not following links) to ``uid:gid``; return how many changed.
 

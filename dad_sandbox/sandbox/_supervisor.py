@@ -149,7 +149,10 @@ class RunSupervisor:
             deadline = 0.0
         user = _ownership.resolve_user(self.policy.user)
         watch = _Watch(state.id, self.ctx.metadata.component, user, deadline)
-        self.ctx.record(supervisor={**(self.ctx.metadata.supervisor or {}), "recovered_by": _labels.supervisor_identity()[_labels.SUPERVISOR]})
+        if not state.running and state.finished_at is not None and state.finished_at.timestamp() > deadline:
+            watch.deadline_hit = True  # nobody was there to kill it; it ran past its deadline all the same
+        recovered_by = _labels.supervisor_identity()[_labels.SUPERVISOR]
+        self.ctx.record(supervisor={**(self.ctx.metadata.supervisor or {}), "recovered_by": recovered_by})
         log.info("re-attaching to an orphaned run", run_id=self.ctx.run_id, container=state.id[:12], running=state.running)
         return await self._supervise(watch, spec=None, already_running=state.running)
 
@@ -257,6 +260,15 @@ class RunSupervisor:
         output = sink.finish()
         os.close(logs_fd)
         os.close(metrics_fd)
+        tampering = list(ctx.metadata.tampering)
+        try:
+            planted = _safe_fs.ensure_plain_dir(ctx.run_dir, TRACE_DIR)
+        except OSError as exc:
+            planted = None
+            problems.append(f"could not restore {TRACE_DIR}: {exc}")
+        if planted:
+            tampering.append(f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {planted}")
+            log.warning("run dir tampering: .trace moved aside", run_id=ctx.run_id, moved_to=planted)
         try:
             _ownership.reclaim(ctx.run_dir, watch.user)
         except OSError as exc:
@@ -274,6 +286,11 @@ class RunSupervisor:
             reason = "component_load"
         error = self._error_text(status, reason, state, report, sink, watch, problems)
         usage = dir_usage(ctx.run_dir)
+        quota = self.policy.disk_quota
+        if quota is not None and usage.bytes > quota and status in (RunStatus.COMPLETED, RunStatus.FAILED):
+            status, reason = RunStatus.FAILED, "disk_quota"
+            watch.limit_hit = "disk_quota"
+            error = self._error_text(status, reason, state, report, sink, watch, problems)
         resources: dict[str, Any] = {"samples": watch.samples, "run_dir_bytes": usage.bytes}
         if watch.peak_memory is not None:
             resources["peak_memory_bytes"] = watch.peak_memory
@@ -291,6 +308,7 @@ class RunSupervisor:
             output=output,
             resources=resources,
             collection={name: rep.to_json() for name, rep in collection.items()},
+            tampering=tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
         )
         try:
             await engine.remove(cid)
@@ -317,6 +335,10 @@ class RunSupervisor:
                     state = await engine.inspect(cid)
                 return state
             except EngineUnavailable as exc:
+                if not watch.engine_lost:  # the engine went away as the run ended: wait for it to return
+                    watch.engine_lost = True
+                    end = time.monotonic() + ENGINE_RETURN_TIMEOUT
+                    log.error("lost the engine while finalizing; waiting for it", run_id=self.ctx.run_id)
                 if time.monotonic() >= end:
                     problems.append(f"could not read the container state: {exc}")
                     return None

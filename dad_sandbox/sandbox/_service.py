@@ -1,0 +1,296 @@
+"""``Supervisor``: many runs at once, bounded, plus recovery of runs whose supervisor died.
+
+    async with Supervisor(max_parallel=8, run_root="runs") as sup:     # recovers orphans on entry
+        handle = sup.submit(["python3", "-c", "print(1)"])
+        result = await handle.wait()
+
+Ownership is read from container labels only (``dad.run_id``, ``dad.supervisor.*``), never from
+names. A container whose supervisor process is gone (same host, pid dead or recycled) is an
+orphan: a still-running one is re-attached and its stored deadline enforced; an exited one is read
+and finalized; one that cannot be tied to a readable run is ``abandoned`` and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dad_sandbox._logging import get_logger
+from dad_sandbox.errors import DadSandboxError, ExecutionStateError
+from dad_sandbox.run import RunContext, RunStatus
+from dad_sandbox.runner import import_component, runner_for
+from dad_sandbox.sandbox import _labels
+from dad_sandbox.sandbox._isolated import IsolatedExecution
+from dad_sandbox.sandbox._policy import Policy, load_policy
+from dad_sandbox.sandbox._result import RunResult
+from dad_sandbox.sandbox._supervisor import RunSupervisor
+from dad_sandbox.sandbox.engine import ContainerState, Engine
+
+log = get_logger(__name__)
+
+
+class OrphanAction(enum.StrEnum):
+    """What recovery or gc did with a container."""
+
+    REATTACHED = "reattached"
+    FINALIZED = "finalized"
+    ABANDONED = "abandoned"
+    REMOVED = "removed"  # its run was already final: only the container was left
+    SKIPPED = "skipped"  # owned by a live supervisor or another host
+    WOULD_CLEAN = "would_clean"  # gc --dry-run
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """One container found by label, what became of it, and the run's final status if known."""
+
+    container_id: str
+    run_id: str
+    run_dir: str | None
+    state: str
+    owner: str
+    action: OrphanAction
+    status: str | None = None
+    detail: str | None = None
+
+
+class RunHandle:
+    """A submitted run: its id at once, its status as it goes, its result when done."""
+
+    def __init__(self, ctx: RunContext, task: asyncio.Task[RunResult]) -> None:
+        self.context = ctx
+        self.run_id = ctx.run_id
+        self.run_dir = ctx.run_dir
+        self._task = task
+
+    @property
+    def status(self) -> RunStatus:
+        return self.context.metadata.status
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def wait(self) -> RunResult:
+        """The run's result (never raises for a failed run; see ``RunResult.raise_for_status``)."""
+        return await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        """Stop the run: its container is killed and removed, its status becomes ``cancelled``."""
+        self._task.cancel()
+
+
+class Supervisor:
+    """Runs many runs with at most ``max_parallel`` containers at once, and recovers orphans.
+
+    Args:
+        engine: the container engine (local Docker by default).
+        max_parallel: containers running at the same time; more submissions wait their turn.
+        policy: default policy of submitted runs.
+        project_root: default project root (mounted read-only).
+        run_root: where run dirs go (default ``<project_root>/runs``).
+        recover_on_start: run :meth:`recover` when entering ``async with``.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine | None = None,
+        max_parallel: int = 4,
+        policy: str | Path | Policy = "untrusted",
+        project_root: Path | str = ".",
+        run_root: Path | str | None = None,
+        recover_on_start: bool = True,
+    ) -> None:
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self._engine = engine
+        self.max_parallel = max_parallel
+        self.policy = load_policy(policy)
+        self.project_root = Path(project_root).resolve()
+        self.run_root = Path(run_root).resolve() if run_root is not None else self.project_root / "runs"
+        self.recover_on_start = recover_on_start
+        self._slots: asyncio.Semaphore | None = None
+        self._handles: list[RunHandle] = []
+        self._recovering: list[asyncio.Task[Any]] = []
+        self._open = False
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from dad_sandbox.sandbox.engine._docker import default_engine
+
+            self._engine = default_engine()
+        return self._engine
+
+    async def __aenter__(self) -> Supervisor:
+        if self._open:
+            raise ExecutionStateError("this Supervisor is already open")
+        await self.engine.info()
+        self._slots = asyncio.Semaphore(self.max_parallel)
+        self._open = True
+        if self.recover_on_start:
+            await self.recover(wait=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Wait for every submitted run; on an exception or cancellation, cancel them first."""
+        if exc[0] is not None:
+            for handle in self._handles:
+                handle.cancel()
+        pending = [h._task for h in self._handles] + self._recovering
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._open = False
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        argv: Sequence[str] | None = None,
+        *,
+        component: str | None = None,
+        policy: str | Path | Policy | None = None,
+        timeout: float | None = None,
+        run_id_prefix: str | None = None,
+        static_inputs: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Queue a command (``argv``) or a component (``"module:attribute"``) as a new run.
+
+        The run is set up at once (its id and directory exist when this returns); it starts when a
+        slot is free.
+        """
+        if not self._open or self._slots is None:
+            raise ExecutionStateError("use the Supervisor inside `async with Supervisor(...) as sup:`")
+        if (argv is None) == (component is None):
+            raise ValueError("submit() takes either argv or component, not both")
+        run_policy = load_policy(policy) if policy is not None else self.policy
+        root_id = import_component(component).id if component else "exec"
+        ctx = RunContext(root_id, self.project_root, run_root=self.run_root)
+        ctx.setup_run(run_id_prefix=run_id_prefix)
+        for key, value in (static_inputs or {}).items():
+            ctx.register_node_static_input(key, value)
+        task = asyncio.create_task(self._run(ctx, list(argv) if argv else None, component, run_policy, timeout))
+        handle = RunHandle(ctx, task)
+        self._handles.append(handle)
+        return handle
+
+    async def _run(
+        self, ctx: RunContext, argv: list[str] | None, component: str | None, policy: Policy, timeout: float | None
+    ) -> RunResult:
+        assert self._slots is not None
+        try:
+            async with self._slots:
+                async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout) as execution:
+                    if component is not None:
+                        return await execution.run(runner_for(import_component(component), ctx, reference=component))
+                    assert argv is not None
+                    return await execution.run_command(argv)
+        except asyncio.CancelledError:
+            if ctx.metadata.status == RunStatus.INITIALIZED:  # cancelled while waiting for a slot
+                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+            raise
+
+    # ------------------------------------------------------------------ recovery
+
+    async def _orphans(self) -> list[tuple[ContainerState, bool | None]]:
+        states = await self.engine.list_by_label(_labels.RUN_ID)
+        return [(s, _labels.owner_alive(s.labels)) for s in states]
+
+    async def recover(self, *, wait: bool = True) -> list[Orphan]:
+        """Finalize or re-attach every container whose supervisor is gone.
+
+        With ``wait=False`` re-attached runs go on in the background (``async with`` waits for them
+        on exit); with ``wait=True`` this returns when every recovered run is final.
+        """
+        found: list[Orphan] = []
+        tasks: list[asyncio.Task[Orphan]] = []
+        started: list[ContainerState] = []
+        for state, alive in await self._orphans():
+            if alive is not False:
+                found.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
+                continue
+            started.append(state)
+            tasks.append(asyncio.create_task(self._recover_one(state, kill=False)))
+        if tasks:
+            log.info("recovering orphaned runs", count=len(tasks))
+        if wait:
+            found.extend(await asyncio.gather(*tasks))
+        else:
+            self._recovering.extend(tasks)
+            found.extend(
+                self._describe(s, OrphanAction.REATTACHED if s.running else OrphanAction.FINALIZED) for s in started
+            )
+        return found
+
+    async def gc(self, *, dry_run: bool = False) -> list[Orphan]:
+        """Clean up every container whose supervisor is gone, without waiting for deadlines.
+
+        Running orphans are killed and their runs end ``abandoned``; exited ones are finalized
+        from their real state. ``dry_run`` only lists what would be done.
+        """
+        out: list[Orphan] = []
+        for state, alive in await self._orphans():
+            if alive is not False:
+                out.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
+            elif dry_run:
+                out.append(self._describe(state, OrphanAction.WOULD_CLEAN))
+            else:
+                out.append(await self._recover_one(state, kill=True))
+        return out
+
+    @staticmethod
+    def _describe(state: ContainerState, action: OrphanAction, *, status: str | None = None,
+                  detail: str | None = None) -> Orphan:
+        return Orphan(
+            container_id=state.id,
+            run_id=state.labels.get(_labels.RUN_ID, "?"),
+            run_dir=state.labels.get(_labels.RUN_DIR),
+            state=state.status,
+            owner=state.labels.get(_labels.SUPERVISOR, "?"),
+            action=action,
+            status=status,
+            detail=detail,
+        )
+
+    async def _recover_one(self, state: ContainerState, *, kill: bool) -> Orphan:
+        """Decide and do what an orphan needs; never raises for one bad container."""
+        try:
+            return await self._recover_or_abandon(state, kill=kill)
+        except DadSandboxError as exc:
+            log.error("could not recover a container", container=state.id[:12], error=str(exc))
+            return self._describe(state, OrphanAction.SKIPPED, detail=f"recovery failed: {exc}")
+
+    async def _recover_or_abandon(self, state: ContainerState, *, kill: bool) -> Orphan:
+        run_dir = state.labels.get(_labels.RUN_DIR)
+        try:
+            ctx = RunContext.open_existing(run_dir) if run_dir else None
+        except (DadSandboxError, OSError) as exc:
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.ABANDONED, detail=f"run dir unreadable, container removed: {exc}")
+        if ctx is None:
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.ABANDONED, detail="no run dir label; container removed")
+        md = ctx.metadata
+        if md.status.is_terminal:
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.REMOVED, status=md.status.value)
+        try:
+            policy = Policy.model_validate(md.policy) if md.policy else None
+        except ValidationError:
+            policy = None
+        if policy is None or state.status == "created" or (kill and state.running):
+            if state.running:
+                await self.engine.kill(state.id)
+            why = "killed by gc: its supervisor is gone" if kill else "never started before its supervisor died"
+            ctx.record(status=RunStatus.ABANDONED, reason="supervisor_lost", error=why)
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.ABANDONED, status=RunStatus.ABANDONED.value, detail=why)
+        action = OrphanAction.REATTACHED if state.running else OrphanAction.FINALIZED
+        result = await RunSupervisor(ctx, policy, self.engine).resume(state)
+        return self._describe(state, action, status=result.status.value, detail=result.reason)
