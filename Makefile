@@ -15,6 +15,7 @@ help:
 	@echo "make engine  - make sure a Docker engine answers (installs/starts one on root Debian)"
 	@echo "make image   - build the base and runner images (only what changed)"
 	@echo "make unit    - unit tests only (no Docker needed)"
+	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
 	@echo "make clean   - remove the virtualenv, build files and ./runs"
 
 run: engine image
@@ -42,6 +43,9 @@ $(STAMP): pyproject.toml
 	@echo "venv: installing dad-sandbox and its test dependencies into $(VENV)"
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $(STAMP)
+
+bench: engine image
+	$(PY) bench/supervisor_bench.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache

@@ -47,6 +47,8 @@ else
   # shellcheck disable=SC2086 # extra args are meant to split
   nohup dockerd --bridge=none --iptables=false --ip-masq=false ${DAD_ENGINE_EXTRA_ARGS:-} \
     >>"$log_file" 2>&1 </dev/null &
+  # Marks the engine as ours: tests that restart the engine only do so when this pid is the daemon.
+  echo $! > /run/dad-sandbox-dockerd.pid
   disown || true
 fi
 
