@@ -33,8 +33,8 @@ def test_metadata_symlink_is_replaced_not_followed(ctx: RunContext, tmp_path: Pa
     assert read_metadata(ctx.run_dir).status == "completed"
 
 
-def test_trace_dir_symlink_is_refused(ctx: RunContext, tmp_path: Path) -> None:
-    """A .trace replaced by a link to a host dir is refused, and nothing is written there."""
+def test_trace_dir_symlink_is_moved_aside_not_followed(ctx: RunContext, tmp_path: Path) -> None:
+    """A .trace replaced by a link to a host dir is moved aside; nothing is written through it."""
     host_dir = tmp_path / "host_dir"
     host_dir.mkdir()
     trace = ctx.trace_dir
@@ -42,9 +42,19 @@ def test_trace_dir_symlink_is_refused(ctx: RunContext, tmp_path: Path) -> None:
         f.unlink()
     trace.rmdir()
     trace.symlink_to(host_dir)
-    with pytest.raises(UnsafePathError):
-        ctx.complete_run("completed")
+    ctx.complete_run("completed")
     assert list(host_dir.iterdir()) == []
+    assert trace.is_dir() and not trace.is_symlink()
+    md = read_metadata(ctx.run_dir)
+    assert md.status == "completed" and md.tampering and "moved it aside" in md.tampering[0]
+
+
+def test_safe_open_refuses_symlinked_dir(tmp_path: Path) -> None:
+    """open_dir refuses a symlinked component instead of following it."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UnsafePathError):
+        _safe_fs.open_dir(tmp_path, "link")
 
 
 def test_read_bounded_refuses_fifo_without_blocking(tmp_path: Path) -> None:
