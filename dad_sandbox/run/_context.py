@@ -297,13 +297,22 @@ class RunContext:
         return ctx
 
     @classmethod
-    def attach(cls, env: RunEnvParams, root_component_id: str, project_root: Path | str) -> RunContext:
+    def attach(
+        cls,
+        env: RunEnvParams,
+        root_component_id: str,
+        project_root: Path | str,
+        *,
+        previous_run_id: str | None = None,
+        start_hierarchy_path: str | None = None,
+    ) -> RunContext:
         """Rebuild a context for an existing run dir (inside the container), without creating anything.
 
         The container never writes ``dad_metadata.json``; an attached context only reads paths and
         static inputs.
         """
-        ctx = cls(root_component_id, project_root, run_root=env.run_root)
+        ctx = cls(root_component_id, project_root, run_root=env.run_root, previous_run_id=previous_run_id,
+                  start_hierarchy_path=start_hierarchy_path)
         layout = RunLayout(Path(env.run_root), env.run_id, Path(env.outcome_repo_dir).name)
         if layout.run_dir != Path(env.run_dir):
             raise RunSetupError(f"run dir {env.run_dir} is not run_root/run_id ({layout.run_dir})")

@@ -1,7 +1,16 @@
 """Runners: execute components (in the container, or in-process for trusted code)."""
 
 from dad_sandbox.runner._reference import import_component, reference_of
-from dad_sandbox.runner._runner import AgentRunner, ComponentResult, ComponentRunner, FlowRunner, NodeResult, runner_for
+from dad_sandbox.runner._metrics import MetricsEmitter
+from dad_sandbox.runner._runner import (
+    AgentRunner,
+    ComponentResult,
+    ComponentRunner,
+    FlowRunner,
+    NodeResult,
+    path_matches,
+    runner_for,
+)
 from dad_sandbox.runner._trace import Span, TraceWriter
 
 __all__ = [
@@ -9,10 +18,12 @@ __all__ = [
     "ComponentResult",
     "ComponentRunner",
     "FlowRunner",
+    "MetricsEmitter",
     "NodeResult",
     "Span",
     "TraceWriter",
     "import_component",
+    "path_matches",
     "reference_of",
     "runner_for",
 ]

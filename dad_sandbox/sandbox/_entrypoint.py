@@ -41,14 +41,18 @@ def main() -> int:
     run_dir = Path(request["env_params"]["run_dir"])
     try:
         from dad_sandbox.run import RunContext, RunEnvParams
-        from dad_sandbox.runner import import_component, runner_for
+        from dad_sandbox.runner import MetricsEmitter, import_component, runner_for
 
         project_root = request["project_root"]
         sys.path.insert(0, project_root)
         env = RunEnvParams.model_validate(request["env_params"])
-        ctx = RunContext.attach(env, request["root_component_id"], project_root)
+        ctx = RunContext.attach(env, request["root_component_id"], project_root,
+                                previous_run_id=request.get("previous_run_id"),
+                                start_hierarchy_path=request.get("start_hierarchy_path"))
         component = import_component(request["component"])
         runner = runner_for(component, ctx, reference=request["component"])
+        runner.metrics = MetricsEmitter.for_container(ctx.run_id)
+        runner.validate()
     except Exception as exc:
         error = f"could not load the component: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         print(error, file=sys.stderr)

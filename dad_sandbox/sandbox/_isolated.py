@@ -19,6 +19,7 @@ import structlog
 from dad_sandbox.errors import ExecutionStateError
 from dad_sandbox.run import RunContext
 from dad_sandbox.runner import ComponentRunner
+from dad_sandbox.sandbox._output import Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import CONTAINER_PROJECT, CONTAINER_RUN_ROOT, container_run_dir
@@ -42,6 +43,8 @@ class IsolatedExecution:
         policy: a policy name (``untrusted``, ``default``), a path to a TOML file, or a :class:`Policy`.
         engine: the container engine; the local Docker engine by default.
         timeout: overrides the policy's wall-clock timeout (seconds).
+        on_event: called (from a worker thread) with each structured record the runner logs, e.g.
+            ``{"event": "node started", "fields": {"node": "agent.flow.n"}}``; for progress displays.
     """
 
     def __init__(
@@ -51,11 +54,13 @@ class IsolatedExecution:
         *,
         engine: Engine | None = None,
         timeout: float | None = None,
+        on_event: Observer | None = None,
     ) -> None:
         self.run_context = run_context
         self._policy_arg = policy
         self._timeout = timeout
         self._engine = engine
+        self._on_event = on_event
         self._state = ExecutionState.UNOPENED
         self._used = False
         self.policy: Policy | None = None
@@ -105,19 +110,21 @@ class IsolatedExecution:
             raise ValueError("run_command needs a non-empty list of strings, e.g. ['python3', '-c', 'print(1)']")
         policy = self._claim()
         with structlog.contextvars.bound_contextvars(run_id=self.run_context.run_id):
-            return await RunSupervisor(self.run_context, policy, self.engine).run(Launch(command=list(argv)))
+            return await RunSupervisor(self.run_context, policy, self.engine, observer=self._on_event).run(Launch(command=list(argv)))
 
     async def run(self, runner: ComponentRunner) -> RunResult:
         """Run the runner's component inside a fresh container (imported there by reference)."""
         if runner.run_context is not self.run_context:
             raise ExecutionStateError("the runner was made with a different RunContext than this IsolatedExecution")
         reference = runner.reference  # fails here, before any container, for __main__ components
+        runner.validate()  # a bad re-run start path or static input key fails before any container
         policy = self._claim()
         ctx = self.run_context
         request: dict[str, Any] = {
             "component": reference,
             "root_component_id": ctx.root_component_id,
             "project_root": CONTAINER_PROJECT,
+            "previous_run_id": ctx.previous_run_id,
             "start_hierarchy_path": ctx.start_hierarchy_path,
             "env_params": {
                 "run_id": ctx.run_id,
@@ -129,4 +136,4 @@ class IsolatedExecution:
         }
         launch = Launch(command=ENTRYPOINT, request=request, component=reference)
         with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
-            return await RunSupervisor(ctx, policy, self.engine).run(launch)
+            return await RunSupervisor(ctx, policy, self.engine, observer=self._on_event).run(launch)

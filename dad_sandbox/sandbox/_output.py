@@ -10,21 +10,46 @@ kept.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from dad_sandbox.run._metadata import OutputInfo
 
 MAX_LINE_BYTES = 64 << 10
 TAIL_BYTES = 8 << 10
+METRIC_KEY = "dad_metric"
+
+#: Receives each structured runner record (``{"event": "node started", "node": …}``) as it arrives.
+Observer = Callable[[dict[str, Any]], None]
+
+
+def _valid_metric(obj: Any) -> dict[str, Any] | None:
+    """A metric from the runner, if it has the expected shape (the container is untrusted)."""
+    if not isinstance(obj, dict):
+        return None
+    name, value, attrs = obj.get("name"), obj.get("value"), obj.get("attributes") or {}
+    if not isinstance(name, str) or not 0 < len(name) <= 200 or isinstance(value, bool):
+        return None
+    if not isinstance(value, int | float) or not math.isfinite(value) or not isinstance(attrs, dict):
+        return None
+    unit = obj.get("unit")
+    return {"name": name, "value": value, "unit": unit if isinstance(unit, str) else None,
+            "attributes": {str(k)[:200]: v for k, v in list(attrs.items())[:50] if isinstance(v, str | int | float | bool)}}
 
 
 class OutputSink:
     """Turns output chunks into JSONL records on an open file descriptor, under a byte cap."""
 
-    def __init__(self, fd: int, *, limit: int, run_id: str) -> None:
+    def __init__(
+        self, fd: int, *, limit: int, run_id: str, metrics_fd: int | None = None, observer: Observer | None = None
+    ) -> None:
         self._fd = fd
+        self._metrics_fd = metrics_fd
+        self._observer = observer
         self._limit = limit
         self._run_id = run_id
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
@@ -62,20 +87,48 @@ class OutputSink:
             self.info.bytes_dropped += size
             return
         text = line.decode("utf-8", errors="replace")
-        record: dict[str, object] = {
-            "ts": datetime.now(UTC).isoformat(),
-            "run_id": self._run_id,
-            "source": "container",
-            "stream": stream,
-            "message": text,
-        }
-        if partial:
-            record["partial"] = True
-        if "\ufffd" in text and b"\xef\xbf\xbd" not in line:
-            record["invalid_utf8"] = True
-        self._write(record)
+        now = datetime.now(UTC).isoformat()
+        record: dict[str, object] | None = None
+        if stream == "stderr" and not partial and text.startswith('{"'):
+            record = self._structured(text, now)
+        if record is None:
+            record = {"ts": now, "run_id": self._run_id, "source": "container", "stream": stream, "message": text}
+            if partial:
+                record["partial"] = True
+            if "\ufffd" in text and b"\xef\xbf\xbd" not in line:
+                record["invalid_utf8"] = True
+        if record:
+            self._write(record)
         self.info.bytes_kept += size
         self.info.lines_kept += 1
+
+    def _structured(self, text: str, now: str) -> dict[str, object] | None:
+        """A runner log record or metric (``{}`` when routed to metrics), or None for plain output."""
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        if METRIC_KEY in obj and self._metrics_fd is not None:
+            metric = _valid_metric(obj[METRIC_KEY])
+            if metric is None:
+                return None
+            data = json.dumps({"ts": now, "run_id": self._run_id, "source": "runner", **metric}) + "\n"
+            os.write(self._metrics_fd, data.encode())
+            return {}
+        event = obj.get("event")
+        if not isinstance(event, str):
+            return None
+        fields = {k: v for k, v in obj.items() if k not in ("event", "level", "timestamp", "run_id")}
+        record: dict[str, object] = {"ts": now, "run_id": self._run_id, "source": "runner", "stream": "stderr",
+                                     "level": str(obj.get("level", "info")), "event": event, "fields": fields}
+        if self._observer is not None:
+            try:
+                self._observer(record)
+            except Exception:  # noqa: BLE001 - a display bug must never stop output collection
+                self._observer = None
+        return record
 
     def _write(self, record: dict[str, object]) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode()

@@ -35,7 +35,7 @@ from dad_sandbox.run._layout import (
 from dad_sandbox.run._usage import dir_usage
 from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
-from dad_sandbox.sandbox._output import OutputSink
+from dad_sandbox.sandbox._output import Observer, OutputSink
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import build_spec
@@ -82,10 +82,11 @@ class _Watch:
 class RunSupervisor:
     """Runs one :class:`Launch` for a set-up :class:`RunContext` under a :class:`Policy`."""
 
-    def __init__(self, ctx: RunContext, policy: Policy, engine: Engine) -> None:
+    def __init__(self, ctx: RunContext, policy: Policy, engine: Engine, *, observer: Observer | None = None) -> None:
         self.ctx = ctx
         self.policy = policy
         self.engine = engine
+        self.observer = observer
 
     # ------------------------------------------------------------------ entry points
 
@@ -162,7 +163,8 @@ class RunSupervisor:
         with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
             logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
             metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
-        sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id)
+        sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
+                          observer=self.observer)
         try:
             await self._watch(watch, sink, metrics_fd, start=spec is not None, running=already_running or spec is not None)
         except asyncio.CancelledError:
