@@ -215,7 +215,30 @@ class RunContext:
         if md.status.is_terminal and md.status != requested:
             log.info("complete_run keeps the status already recorded", run_id=md.run_id, kept=md.status, requested=requested)
         self.record(status=requested, error=error_msg)
+        if md.execution == "in_process" and not getattr(self._metadata, "outcome_commit", None):
+            self.commit_outcomes()
         return self.metadata
+
+    def commit_outcomes(self) -> str | None:
+        """Commit this run's outcomes on branch ``run/<run_id>`` of the outcome repository.
+
+        Never raises: a git failure is logged and recorded as ``outcome_error`` in the metadata,
+        because losing the outcome commit must not change how the run ended.
+        """
+        from dad_sandbox.run._outcome import OutcomeRepository
+
+        md = self._require_metadata()
+        summary = {"reason": md.reason, "component": md.component, "command": md.command,
+                   "duration_seconds": md.duration_seconds, "previous_run_id": self.previous_run_id}
+        try:
+            sha = OutcomeRepository(self.layout.outcome_repo_dir).commit_run(self.run_dir, md.run_id, md.status.value, summary)
+        except (RunError, OSError) as exc:
+            log.error("could not commit the run's outcomes", run_id=md.run_id, error=str(exc))
+            self.record(outcome_error=str(exc))
+            return None
+        if sha:
+            self.record(outcome_commit=sha, outcome_branch=f"run/{md.run_id}")
+        return sha
 
     # ----------------------------------------------------------------- supervisor API
 

@@ -31,16 +31,17 @@ def _parts(rel: str | os.PathLike[str]) -> list[str]:
     return parts
 
 
-def open_dir(base: Path, rel: str | os.PathLike[str] = ".", *, create: bool = False, mode: int = 0o755) -> int:
+def open_dir(base: Path | int, rel: str | os.PathLike[str] = ".", *, create: bool = False, mode: int = 0o755) -> int:
     """Open ``base/rel`` as a directory fd without following any link below ``base``.
 
-    ``base`` itself is a host path the caller trusts (the run root or run dir it created).
+    ``base`` itself is a host path the caller trusts (the run root or run dir it created), or an
+    already opened directory fd (duplicated, not consumed).
 
     Raises:
         UnsafePathError: a component below ``base`` is a symlink or not a directory.
         FileNotFoundError: a component is missing and ``create`` is false.
     """
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.dup(base) if isinstance(base, int) else os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in _parts(rel):
             if create:
@@ -51,7 +52,7 @@ def open_dir(base: Path, rel: str | os.PathLike[str] = ".", *, create: bool = Fa
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePathError(
-                        f"{base / rel} is not a plain directory (a symlink or a file sits at {part!r}); "
+                        f"{base}/{rel} is not a plain directory (a symlink or a file sits at {part!r}); "
                         "the run directory was tampered with, so the host refuses to use it"
                     ) from exc
                 raise
@@ -64,7 +65,7 @@ def open_dir(base: Path, rel: str | os.PathLike[str] = ".", *, create: bool = Fa
 
 
 @contextlib.contextmanager
-def opened_dir(base: Path, rel: str | os.PathLike[str] = ".", *, create: bool = False) -> Iterator[int]:
+def opened_dir(base: Path | int, rel: str | os.PathLike[str] = ".", *, create: bool = False) -> Iterator[int]:
     """Context manager around :func:`open_dir` that closes the fd."""
     fd = open_dir(base, rel, create=create)
     try:

@@ -312,6 +312,8 @@ class RunSupervisor:
             collection={name: rep.to_json() for name, rep in collection.items()},
             tampering=tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
         )
+        await asyncio.to_thread(ctx.commit_outcomes)
+        md = ctx.metadata
         try:
             await engine.remove(cid)
         except DadSandboxError as exc:
