@@ -15,9 +15,38 @@ from typing import IO, Any
 import structlog
 
 
+class _Logger:
+    """A module logger that follows the application's structlog configuration when there is one,
+    and otherwise writes readable lines to stderr - never to stdout, which belongs to the program
+    (``dad-sandbox exec --json`` prints its result there)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._fallback: Any = None
+
+    def _resolve(self) -> Any:
+        if structlog.is_configured():
+            return structlog.get_logger(self._name)
+        if self._fallback is None:
+            self._fallback = structlog.wrap_logger(
+                structlog.PrintLogger(sys.stderr),
+                processors=[
+                    structlog.contextvars.merge_contextvars,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
+                    structlog.dev.ConsoleRenderer(colors=False),
+                ],
+                wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            )
+        return self._fallback
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._resolve(), attr)
+
+
 def get_logger(name: str) -> Any:
-    """A structlog logger carrying the module name."""
-    return structlog.get_logger(name)
+    """A structlog logger for a module (see :class:`_Logger`)."""
+    return _Logger(name)
 
 
 def configure_logging(*, json: bool | None = None, stream: IO[str] | None = None, level: str = "info") -> None:

@@ -1,15 +1,18 @@
-"""The ``dad-sandbox`` command. Thin: it parses, calls :mod:`dad_sandbox.sync`, and maps outcomes
-to documented exit codes in one place.
+"""The ``dad-sandbox`` command. Thin: it parses, calls the library, and maps outcomes to the
+documented exit codes in one place.
 
 Imports of the heavy layers happen inside the commands, so ``dad-sandbox --help`` starts fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,9 @@ EXIT_CODES = {
     "sandbox_error": 7,
 }
 EXIT_HELP = (
-    "Exit codes: 0 completed, 1 failed, 2 usage error, 3 timed_out, 4 oom_killed, "
-    "5 crashed/abandoned, 6 cancelled, 7 the sandbox could not run it (engine, image, policy)."
+    "Exit codes: 0 completed (or the command succeeded), 1 failed (or doctor found problems), "
+    "2 usage error, 3 timed_out, 4 oom_killed, 5 crashed/abandoned, 6 cancelled, "
+    "7 dad-sandbox could not do it (engine, image, policy, unknown run)."
 )
 
 
@@ -41,45 +45,47 @@ class SandboxError(click.ClickException):
     exit_code = EXIT_CODES["sandbox_error"]
 
 
-def _fail(exc: Exception) -> SandboxError:
-    return SandboxError(str(exc))
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn DadSandboxError into a one-line message and exit code 7."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dad_sandbox.errors import DadSandboxError
+
+        try:
+            return fn(*args, **kwargs)
+        except DadSandboxError as exc:
+            raise SandboxError(str(exc)) from exc
+
+    return wrapper
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# ---------------------------------------------------------------------------- run output
 
 
 def _print_output(run_dir: Path) -> None:
     """Replay the run's captured stdout/stderr (already capped by the policy)."""
-    logs = run_dir / ".trace" / "logs.jsonl"
-    if logs.is_symlink() or not logs.is_file():
-        return
-    with open(logs, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("source") != "container":
-                continue
-            stream = sys.stderr if rec.get("stream") == "stderr" else sys.stdout
-            stream.write(rec.get("message", "") + ("" if rec.get("partial") else "\n"))
+    from dad_sandbox.run._runs import iter_jsonl
+
+    for _, rec in iter_jsonl(run_dir, "logs.jsonl"):
+        if rec.get("source") != "container":
+            continue
+        stream = sys.stderr if rec.get("stream") == "stderr" else sys.stdout
+        stream.write(str(rec.get("message", "")) + ("" if rec.get("partial") else "\n"))
     sys.stdout.flush()
 
 
-def _finish(result: Any, as_json: bool, *, show_output: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(result.summary(), indent=2, default=str))
-    else:
-        if show_output:
-            _print_output(result.run_dir)
-        _print_summary(result)
-    sys.exit(EXIT_CODES.get(result.status.value, 1))
-
-
 def _print_summary(result: Any) -> None:
-    colour = "green" if result.ok else "red"
     err = sys.stderr
     click.echo("", err=True)
-    click.secho(f"run      {result.run_id}", file=err)
+    click.echo(f"run      {result.run_id}", err=True)
     status = result.status.value + (f" ({result.reason})" if result.reason else "")
-    click.secho(f"status   {status}", fg=colour, bold=True, file=err)
+    click.secho(f"status   {status}", fg="green" if result.ok else "red", bold=True, file=err)
     if result.exit_code is not None:
         click.echo(f"exit     {result.exit_code}", err=True)
     if result.duration_seconds is not None:
@@ -87,36 +93,52 @@ def _print_summary(result: Any) -> None:
     click.echo(f"run dir  {result.run_dir}", err=True)
     for node in result.nodes:
         out = json.dumps(node.get("output"), default=str)
-        if len(out) > 100:
-            out = out[:97] + "..."
-        click.echo(f"  node {node['hierarchy_path']:<30} {node['status']:<10} {out}", err=True)
+        out = out if len(out) <= 100 else out[:97] + "..."
+        click.echo(f"  node {node['hierarchy_path']:<32} {node['status']:<10} {out}", err=True)
     if result.error and not result.ok:
         click.secho("error:", fg="red", file=err)
         click.echo("  " + "\n  ".join(result.error.strip().splitlines()[-25:]), err=True)
 
 
-def _configure_logging(verbose: bool) -> None:
-    from dad_sandbox._logging import configure_logging
+def _finish(result: Any, as_json: bool, *, show_output: bool) -> None:
+    if as_json:
+        _echo_json(result.summary())
+    else:
+        if show_output:
+            _print_output(result.run_dir)
+        _print_summary(result)
+    sys.exit(EXIT_CODES.get(result.status.value, 1))
 
-    configure_logging(level="debug" if verbose else "warning")
 
+def _run_root(run_root: Path | None) -> Path:
+    return (run_root or Path("runs")).resolve()
+
+
+# ---------------------------------------------------------------------------- options
 
 _policy_opt = click.option(
     "--policy", default="untrusted", show_default=True, metavar="NAME|PATH", help="Policy name or TOML file."
 )
 _timeout_opt = click.option("--timeout", type=float, metavar="SECONDS", help="Override the policy's wall-clock timeout.")
 _run_root_opt = click.option(
-    "--run-root", type=click.Path(file_okay=False, path_type=Path), help="Where run dirs go [default: ./runs]."
+    "--run-root", type=click.Path(file_okay=False, path_type=Path), help="Where run dirs are [default: ./runs]."
 )
-_json_opt = click.option("--json", "as_json", is_flag=True, help="Print the final result as one JSON object.")
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 _prefix_opt = click.option("--prefix", "run_id_prefix", metavar="PREFIX", help="Run id prefix.")
+_inputs_opt = click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                           help="Static inputs JSON: {node_id_or_path: {field: value}}.")
 
 
 @click.group(help=f"dad-sandbox {__version__}: run DAD agents and commands, each in its own container.\n\n{EXIT_HELP}")
 @click.version_option(__version__, prog_name="dad-sandbox")
-@click.option("-v", "--verbose", is_flag=True, help="Log what the supervisor does.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the supervisor does (to stderr).")
 def main(verbose: bool) -> None:
-    _configure_logging(verbose)
+    from dad_sandbox._logging import configure_logging
+
+    configure_logging(level="debug" if verbose else "warning")
+
+
+# ---------------------------------------------------------------------------- running
 
 
 @main.command("exec", help=f"Run ARGV as one run in a fresh container.\n\n{EXIT_HELP}")
@@ -126,16 +148,29 @@ def main(verbose: bool) -> None:
 @_json_opt
 @_prefix_opt
 @click.argument("argv", nargs=-1, required=True)
-def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json: bool, run_id_prefix: str | None, argv: tuple[str, ...]) -> None:
-    from dad_sandbox.errors import DadSandboxError
+@_guard
+def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json: bool, run_id_prefix: str | None,
+             argv: tuple[str, ...]) -> None:
+    from dad_sandbox._progress import Progress
     from dad_sandbox.sync import exec_command
 
-    try:
+    with Progress(f"exec {argv[0]}", interactive=False if as_json else None) as progress:
         result = exec_command(list(argv), policy=policy, timeout=timeout, project_root=Path.cwd(),
-                              run_root=run_root, run_id_prefix=run_id_prefix)
-    except DadSandboxError as exc:
-        raise _fail(exc) from exc
+                              run_root=_run_root(run_root), run_id_prefix=run_id_prefix, on_event=progress.observe)
     _finish(result, as_json, show_output=True)
+
+
+def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
+    from dad_sandbox._progress import Progress
+    from dad_sandbox.sync import run_component
+
+    label = reference.rsplit(":", 1)[-1]
+    if as_json:
+        result = run_component(reference, **kwargs)
+    else:
+        with Progress(label) as progress:
+            result = run_component(reference, on_event=progress.observe, **kwargs)
+    _finish(result, as_json, show_output=False)
 
 
 @main.command("run", help=f"Run the component MODULE:ATTRIBUTE (importable from --project-root) in a container.\n\n{EXIT_HELP}")
@@ -145,52 +180,303 @@ def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json:
 @_run_root_opt
 @_json_opt
 @_prefix_opt
+@_inputs_opt
 @click.option("--project-root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("."),
               show_default=True, help="Project folder, mounted read-only; REFERENCE is imported from it.")
-@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Static inputs JSON: {node_id_or_path: {field: value}}.")
+@_guard
 def run_cmd(reference: str, policy: str, timeout: float | None, run_root: Path | None, as_json: bool,
-            run_id_prefix: str | None, project_root: Path, inputs_file: Path | None) -> None:
-    from dad_sandbox.errors import DadSandboxError
-    from dad_sandbox.sync import run_component
+            run_id_prefix: str | None, inputs_file: Path | None, project_root: Path) -> None:
+    _run_component(reference, as_json=as_json, policy=policy, timeout=timeout, project_root=project_root,
+                   run_root=_run_root(run_root), run_id_prefix=run_id_prefix, static_inputs_file=inputs_file)
 
-    try:
-        result = run_component(reference, policy=policy, timeout=timeout, project_root=project_root,
-                               run_root=run_root, run_id_prefix=run_id_prefix, static_inputs_file=inputs_file)
-    except DadSandboxError as exc:
-        raise _fail(exc) from exc
-    _finish(result, as_json, show_output=False)
+
+@main.command("rerun", help=f"Re-run RUN_ID from HIERARCHY_PATH: earlier elements are loaded from RUN_ID, not executed.\n\n{EXIT_HELP}")
+@click.argument("run_id")
+@click.option("--from", "start", required=True, metavar="HIERARCHY_PATH", help="e.g. my_agent.main.node3")
+@_policy_opt
+@_timeout_opt
+@_run_root_opt
+@_json_opt
+@_inputs_opt
+@_guard
+def rerun_cmd(run_id: str, start: str, policy: str, timeout: float | None, run_root: Path | None, as_json: bool,
+              inputs_file: Path | None) -> None:
+    from dad_sandbox.run import read_metadata
+    from dad_sandbox.run._runs import find_run
+
+    root = _run_root(run_root)
+    md = read_metadata(find_run(root, run_id))
+    if not md.component or ":" not in md.component:
+        raise SandboxError(f"run {run_id} ran a command, not a component; only component runs can be re-run from a node")
+    _run_component(md.component, as_json=as_json, policy=policy, timeout=timeout, project_root=md.project_root,
+                   run_root=root, static_inputs_file=inputs_file, previous_run_id=run_id, start_hierarchy_path=start,
+                   run_id_prefix=None)
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@main.group("runs", help="Inspect runs: ls, show, logs, trace, diff, export-otlp.")
+def runs_group() -> None:
+    pass
+
+
+def _what(md: Any) -> str:
+    if md.component:
+        return md.component
+    if md.command:
+        return " ".join(md.command)[:60]
+    return md.root_component_id
+
+
+@runs_group.command("ls", help="List runs, newest first.")
+@_run_root_opt
+@_json_opt
+@click.option("--limit", type=int, default=50, show_default=True)
+@_guard
+def runs_ls(run_root: Path | None, as_json: bool, limit: int) -> None:
+    from dad_sandbox.run._runs import list_runs
+
+    runs = list_runs(_run_root(run_root))[:limit]
+    if as_json:
+        _echo_json([{"run_id": m.run_id, "status": m.status.value, "reason": m.reason, "created_at": m.created_at,
+                     "duration_seconds": m.duration_seconds, "what": _what(m)} for m in runs])
+        return
+    if not runs:
+        click.echo(f"no runs under {_run_root(run_root)}")
+        return
+    click.echo(f"{'RUN ID':<42} {'STATUS':<11} {'REASON':<13} {'DURATION':>9}  WHAT")
+    for m in runs:
+        dur = f"{m.duration_seconds:.2f}s" if m.duration_seconds is not None else "-"
+        click.echo(f"{m.run_id:<42} {m.status.value:<11} {(m.reason or '-'):<13} {dur:>9}  {_what(m)}")
+
+
+@runs_group.command("show", help="Show one run's metadata and nodes.")
+@click.argument("run_id")
+@_run_root_opt
+@_json_opt
+@_guard
+def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
+    from dad_sandbox.run import read_metadata
+    from dad_sandbox.run._runs import find_run, iter_jsonl
+
+    run_dir = find_run(_run_root(run_root), run_id)
+    md = read_metadata(run_dir)
+    if as_json:
+        click.echo(md.model_dump_json(indent=2))
+        return
+    rows = [("run", md.run_id), ("status", md.status.value + (f" ({md.reason})" if md.reason else "")),
+            ("what", _what(md)), ("created", md.created_at), ("duration", f"{md.duration_seconds}s"),
+            ("exit code", md.exit_code), ("policy", f"{md.policy_name} ({(md.policy_hash or '')[:12]})"),
+            ("image", f"{md.image} {(md.image_id or '')[:19]}"), ("run dir", run_dir)]
+    if md.rerun:
+        rows.append(("re-run of", f"{md.rerun.previous_run_id} from {md.rerun.start_hierarchy_path}"))
+    extra = md.model_extra or {}
+    if extra.get("outcome_branch"):
+        rows.append(("outcome", f"{extra['outcome_branch']} {str(extra.get('outcome_commit', ''))[:12]}"))
+    if md.resources:
+        rows.append(("resources", ", ".join(f"{k}={v}" for k, v in md.resources.items())))
+    if md.output:
+        rows.append(("output", f"{md.output.bytes_kept} bytes kept, {md.output.bytes_dropped} dropped"
+                               + (" (truncated)" if md.output.truncated else "")))
+    for key, value in rows:
+        click.echo(f"{key:<10} {value}")
+    nodes = [s for _, s in iter_jsonl(run_dir, "trace.jsonl") if "dad.node.status" in (s.get("attributes") or {})]
+    for span in nodes:
+        a = span["attributes"]
+        click.echo(f"  node {a.get('dad.hierarchy_path', '?'):<34} {a.get('dad.node.status', '?'):<10} "
+                   f"{a.get('dad.duration_seconds', 0):.3f}s")
+    if md.error:
+        click.echo("error:\n  " + "\n  ".join(md.error.strip().splitlines()[-25:]))
+
+
+def _format_log(rec: dict[str, Any]) -> str:
+    if rec.get("source") == "runner":
+        fields = " ".join(f"{k}={v}" for k, v in (rec.get("fields") or {}).items())
+        return f"[{rec.get('level', 'info')}] {rec.get('event')} {fields}".rstrip()
+    if rec.get("source") == "container":
+        return str(rec.get("message", ""))
+    return f"[{rec.get('source')}] {rec.get('message', '')}"
+
+
+@runs_group.command("logs", help="Print a run's logs (container output and runner records).")
+@click.argument("run_id")
+@_run_root_opt
+@_json_opt
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run is final.")
+@_guard
+def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -> None:
+    from dad_sandbox.run import read_metadata
+    from dad_sandbox.run._runs import find_run, iter_jsonl
+
+    run_dir = find_run(_run_root(run_root), run_id)
+    offset = 0
+    while True:
+        for offset, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):  # noqa: B007 - offset is resumed
+            click.echo(json.dumps(rec) if as_json else _format_log(rec))
+        if not follow or read_metadata(run_dir).status.is_terminal:
+            break
+        time.sleep(0.3)
+    if follow:  # whatever was written between the last read and the final status
+        for _, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):
+            click.echo(json.dumps(rec) if as_json else _format_log(rec))
+
+
+@runs_group.command("trace", help="Show a run's spans as a tree with durations.")
+@click.argument("run_id")
+@_run_root_opt
+@_json_opt
+@_guard
+def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
+    from dad_sandbox.run._runs import find_run, iter_jsonl
+
+    spans = [s for _, s in iter_jsonl(find_run(_run_root(run_root), run_id), "trace.jsonl")]
+    if as_json:
+        _echo_json(spans)
+        return
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    ids = {s.get("span_id") for s in spans}
+    for s in sorted(spans, key=lambda s: s.get("start_time_unix_nano") or 0):
+        parent = s.get("parent_span_id") if s.get("parent_span_id") in ids else None
+        children.setdefault(parent, []).append(s)
+
+    def show(span: dict[str, Any], depth: int) -> None:
+        attrs = span.get("attributes") or {}
+        dur = ((span.get("end_time_unix_nano") or 0) - (span.get("start_time_unix_nano") or 0)) / 1e9
+        code = (span.get("status") or {}).get("code", "").removeprefix("STATUS_CODE_")
+        mark = {"OK": "ok", "ERROR": "ERROR", "UNSET": ""}.get(code, code)
+        loaded = " (loaded from previous run)" if attrs.get("dad.rerun.loaded_from") else ""
+        kind = attrs.get("dad.element.type", "")
+        click.echo(f"{'  ' * depth}{span.get('name')}  {dur * 1000:.1f} ms  {kind}  {mark}{loaded}".rstrip())
+        for child in children.get(span.get("span_id"), []):
+            show(child, depth + 1)
+
+    if not spans:
+        click.echo("no spans recorded")
+    for root in children.get(None, []):
+        show(root, 0)
+
+
+@runs_group.command("diff", help="What changed between two runs' outcomes (the outcome repository).")
+@click.argument("run_a")
+@click.argument("run_b")
+@_run_root_opt
+@_json_opt
+@click.option("--stat", "stat_only", is_flag=True, help="Only the list of changed files.")
+@_guard
+def runs_diff(run_a: str, run_b: str, run_root: Path | None, as_json: bool, stat_only: bool) -> None:
+    from dad_sandbox.run import read_metadata
+    from dad_sandbox.run._layout import RunLayout
+    from dad_sandbox.run._outcome import OutcomeRepository
+    from dad_sandbox.run._runs import find_run
+
+    root = _run_root(run_root)
+    md = read_metadata(find_run(root, run_a))
+    find_run(root, run_b)
+    repo = OutcomeRepository(RunLayout(root, run_a, Path(md.project_root).name).outcome_repo_dir)
+    if as_json:
+        _echo_json(repo.changed_files(run_a, run_b))
+    else:
+        click.echo(repo.diff(run_a, run_b, stat_only=stat_only) or "no differences")
+
+
+@runs_group.command("export-otlp", help="Send a run's spans to an OTLP/HTTP collector (POST <endpoint>/v1/traces).")
+@click.argument("run_id")
+@click.option("--endpoint", required=True, metavar="URL", help="e.g. http://127.0.0.1:4318")
+@_run_root_opt
+@_guard
+def runs_export_otlp(run_id: str, endpoint: str, run_root: Path | None) -> None:
+    from dad_sandbox.run._otlp import export_otlp
+    from dad_sandbox.run._runs import find_run
+
+    count = export_otlp(find_run(_run_root(run_root), run_id), run_id, endpoint)
+    click.echo(f"sent {count} spans of {run_id} to {endpoint}")
+
+
+# ---------------------------------------------------------------------------- maintenance
 
 
 @main.command("gc", help="Find containers whose supervisor is gone; finalize their runs and remove them.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be cleaned.")
 @_json_opt
+@_guard
 def gc_cmd(dry_run: bool, as_json: bool) -> None:
     import asyncio
 
-    from dad_sandbox.errors import DadSandboxError
     from dad_sandbox.sandbox import Supervisor
 
     async def gc() -> list[Any]:
         async with Supervisor(recover_on_start=False) as sup:
             return await sup.gc(dry_run=dry_run)
 
-    try:
-        found = asyncio.run(gc())
-    except DadSandboxError as exc:
-        raise _fail(exc) from exc
+    found = asyncio.run(gc())
     if as_json:
-        import dataclasses
-
-        click.echo(json.dumps([dataclasses.asdict(o) for o in found], indent=2))
+        _echo_json([dataclasses.asdict(o) for o in found])
         return
     if not found:
         click.echo("no dad-sandbox containers on this engine")
-        return
     for o in found:
         status = f" -> {o.status}" if o.status else ""
         click.echo(f"{o.container_id[:12]}  {o.run_id:<40} {o.state:<8} {o.action.value}{status}"
                    + (f"  ({o.detail})" if o.detail else ""))
+
+
+@main.command("doctor", help="Check the engine, runtimes, images, disk and policies; say how to fix what is wrong.")
+@_run_root_opt
+@_json_opt
+def doctor_cmd(run_root: Path | None, as_json: bool) -> None:
+    from dad_sandbox._doctor import run_checks
+
+    checks = run_checks(_run_root(run_root))
+    if as_json:
+        _echo_json([dataclasses.asdict(c) for c in checks])
+    else:
+        for c in checks:
+            mark = click.style("ok  ", fg="green") if c.ok else click.style("FAIL", fg="red", bold=True)
+            click.echo(f"{mark} {c.name:<14} {c.detail}")
+            if not c.ok and c.fix:
+                click.echo(f"     {'':<14} fix: {c.fix}")
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@main.group("policy", help="Show, validate and describe policies.")
+def policy_group() -> None:
+    pass
+
+
+@policy_group.command("show", help="Show the effective settings of a policy (name or file).")
+@click.argument("policy", default="untrusted")
+@_json_opt
+@_guard
+def policy_show(policy: str, as_json: bool) -> None:
+    from dad_sandbox.sandbox import load_policy
+
+    p = load_policy(policy)
+    if as_json:
+        click.echo(p.model_dump_json(indent=2))
+        return
+    for key, value in p.model_dump().items():
+        click.echo(f"{key:<18} {value}")
+    click.echo(f"{'image (resolved)':<18} {p.image_ref}")
+    click.echo(f"{'hash':<18} {p.hash}")
+
+
+@policy_group.command("validate", help="Validate policy files; exit 7 with the file, key and allowed values if not.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_guard
+def policy_validate(paths: tuple[Path, ...]) -> None:
+    from dad_sandbox.sandbox._policy import load_policy_file
+
+    for path in paths:
+        load_policy_file(path)
+        click.echo(f"ok  {path}")
+
+
+@policy_group.command("schema", help="Print the JSON Schema of policy files (for editors).")
+def policy_schema() -> None:
+    from dad_sandbox.sandbox import Policy
+
+    _echo_json(Policy.model_json_schema())
 
 
 @main.group("image", help="The runner image.")

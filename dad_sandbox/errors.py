@@ -10,6 +10,7 @@ The tree::
     │   ├── StaticInputsError        static inputs missing, malformed or not matching a model
     │   ├── RerunTargetError         previous run or start path that does not exist
     │   ├── UnsafePathError          a path in a run dir is a link, FIFO or other trap
+    │   ├── ElementIdError(ValueError) an element id that cannot name a folder, or is taken
     │   ├── ComponentReferenceError  a component that cannot be imported by reference
     │   └── NodeError                a node raised while running in-process
     ├── PolicyError(ValueError)      a policy file or value that is not valid
@@ -59,6 +60,10 @@ class UnsafePathError(RunError):
     Run directories are written by untrusted code, so the host refuses such paths instead of
     following them.
     """
+
+
+class ElementIdError(RunError, ValueError):
+    """An element id outside ``^[A-Za-z0-9_]+$``, reserved for paths, or used twice in a container."""
 
 
 class ComponentReferenceError(RunError):

@@ -7,6 +7,7 @@ clearly when called from inside a running loop (where ``await`` is the right cal
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -35,8 +36,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     raise ExecutionStateError("dad_sandbox.sync functions cannot run inside an event loop; await the async API instead")
 
 
-async def _exec(ctx: RunContext, argv: list[str], policy: str | Path | Policy, timeout: float | None) -> RunResult:
-    async with IsolatedExecution(ctx, policy, timeout=timeout) as execution:
+async def _exec(
+    ctx: RunContext, argv: list[str], policy: str | Path | Policy, timeout: float | None, on_event: Any = None
+) -> RunResult:
+    async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
         return await execution.run_command(argv)
 
 
@@ -48,20 +51,23 @@ def exec_command(
     project_root: Path | str = ".",
     run_root: Path | str | None = None,
     run_id_prefix: str | None = None,
+    on_event: Any = None,
 ) -> RunResult:
     """Run one command line as a run in its own container and wait for it."""
     ctx = RunContext("exec", project_root, run_root=run_root)
     ctx.setup_run(run_id_prefix=run_id_prefix)
     try:
-        return run_sync(_exec(ctx, argv, policy, timeout))
+        return run_sync(_exec(ctx, argv, policy, timeout, on_event))
     except KeyboardInterrupt:
         return _interrupted(ctx)
 
 
-async def _run(ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None) -> RunResult:
+async def _run(
+    ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None, on_event: Any = None
+) -> RunResult:
     component = import_component(reference)
     runner = runner_for(component, ctx, reference=reference)
-    async with IsolatedExecution(ctx, policy, timeout=timeout) as execution:
+    async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
         return await execution.run(runner)
 
 
@@ -74,21 +80,29 @@ def run_component(
     run_root: Path | str | None = None,
     run_id_prefix: str | None = None,
     static_inputs_file: Path | None = None,
+    previous_run_id: str | None = None,
+    start_hierarchy_path: str | None = None,
+    on_event: Any = None,
 ) -> RunResult:
-    """Import ``module:attribute`` (from ``project_root``) and run it in its own container."""
-    import sys
+    """Import ``module:attribute`` (from ``project_root``) and run it in its own container.
 
+    With ``previous_run_id`` (and ``start_hierarchy_path``) it is a re-run: the previous run's static
+    inputs are reused unless ``static_inputs_file`` is given.
+    """
     root = str(Path(project_root).resolve())
     if root not in sys.path:
         sys.path.insert(0, root)
     component = import_component(reference)
-    ctx = RunContext(component.id, project_root, run_root=run_root)
+    ctx = RunContext(component.id, project_root, run_root=run_root, previous_run_id=previous_run_id,
+                     start_hierarchy_path=start_hierarchy_path)
     ctx.setup_run(run_id_prefix=run_id_prefix)
     if static_inputs_file is not None:
         ctx.static_inputs.load_file(Path(static_inputs_file))
+    elif ctx.previous_run_dir is not None:
+        ctx.static_inputs.load_file(ctx.previous_run_dir / "static_inputs" / "static_inputs.json")
     ctx.read_static_inputs()
     try:
-        return run_sync(_run(ctx, reference, policy, timeout))
+        return run_sync(_run(ctx, reference, policy, timeout, on_event))
     except KeyboardInterrupt:
         return _interrupted(ctx)
 

@@ -42,6 +42,39 @@ COMPONENTS = textwrap.dedent(
     )
     sleepy_flow = FlowDefinition("sleepy").node("sleep", sleepy)
     not_a_component = 42
+
+    def counted(ctx):
+        run_dir = os.environ.get("DAD_RUN_DIR") or str(ctx.node_dir.parents[len(ctx.hierarchy_path.split(".")) - 1])
+        with open(os.path.join(run_dir, "executed.log"), "a") as fh:
+            fh.write(ctx.hierarchy_path + "\\n")
+        others = [d for d in os.listdir("/dad/runs") if os.path.join("/dad/runs", d) != run_dir] \
+            if os.path.isdir("/dad/runs") else []
+        writable = []
+        for d in others:
+            try:
+                open(os.path.join("/dad/runs", d, "poke"), "w").close()
+                writable.append(d)
+            except OSError:
+                pass
+        return {"at": ctx.hierarchy_path, "previous_writable": writable, "saw": sorted(others)}
+
+    counted_agent = AgentDefinition(
+        "counted", flows=[FlowDefinition("main").node("a", counted).node("b", counted).node("c", counted)]
+    )
+
+    def loop_items(ctx):
+        return ["x", "y"]
+
+    everything = AgentDefinition("everything", flows=[
+        FlowDefinition("main")
+        .node("first", first, input_model=In)
+        .command("cmd", ["python3", "-c", "print(6 * 7)"])
+        .file("files", lambda ctx: {"answer.txt": "42\\n"})
+        .for_each("loop", loop_items, FlowDefinition("body").node("echo", lambda ctx: ctx.item.upper()))
+        .conditional("cond", lambda ctx: ctx.results["cmd"]["stdout"].strip() == "42",
+                     FlowDefinition("yes").node("fine", lambda ctx: "yes"),
+                     FlowDefinition("no").node("odd", lambda ctx: "no"))
+    ])
     '''
 )
 

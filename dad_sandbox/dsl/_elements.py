@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from dad_sandbox.errors import ElementIdError
 from dad_sandbox.run._layout import check_element_id
 
 #: Segments the runner adds to paths; element ids may not take these shapes.
@@ -29,7 +30,7 @@ _RESERVED_RE = re.compile(r"^(iter_\d+|is_true|is_false)$")
 def _check_id(element_id: str, what: str) -> str:
     check_element_id(element_id, what)
     if _RESERVED_RE.match(element_id):
-        raise ValueError(f"{what} {element_id!r} is reserved for loop iterations and branches; choose another id")
+        raise ElementIdError(f"{what} {element_id!r} is reserved for loop iterations and branches; choose another id")
     return element_id
 
 
@@ -172,7 +173,7 @@ def _unique(container: str, ids: Iterable[str]) -> None:
     seen: set[str] = set()
     for element_id in ids:
         if element_id in seen:
-            raise ValueError(f"{container} has two elements with id {element_id!r}; ids are unique within a container")
+            raise ElementIdError(f"{container} has two elements with id {element_id!r}; ids are unique within a container")
         seen.add(element_id)
 
 
@@ -186,6 +187,7 @@ class FlowDefinition:
     id: str
     elements: list[FlowElement] = field(default_factory=list)
     defined_in: str = field(default_factory=_caller_module)
+    kind: ClassVar[str] = "flow"
 
     def __post_init__(self) -> None:
         _check_id(self.id, "flow id")
@@ -194,7 +196,7 @@ class FlowDefinition:
     def add(self, element: FlowElement) -> FlowDefinition:
         """Append any element; returns the flow so calls chain."""
         if any(e.id == element.id for e in self.elements):
-            raise ValueError(f"flow {self.id!r} already has an element {element.id!r}; ids are unique within a flow")
+            raise ElementIdError(f"flow {self.id!r} already has an element {element.id!r}; ids are unique within a flow")
         self.elements.append(element)
         return self
 
@@ -278,6 +280,7 @@ class AgentDefinition:
     subagents: list[AgentDefinition] = field(default_factory=list)
     defined_in: str = field(default_factory=_caller_module)
     elements: list[FlowDefinition | AgentDefinition] = field(init=False, default_factory=list)
+    kind: ClassVar[str] = "agent"
 
     def __post_init__(self) -> None:
         _check_id(self.id, "agent id")
@@ -294,7 +297,7 @@ class AgentDefinition:
 
     def _append(self, element: FlowDefinition | AgentDefinition, into: list[Any]) -> AgentDefinition:
         if any(e.id == element.id for e in self.elements):
-            raise ValueError(f"agent {self.id!r} already has an element {element.id!r}")
+            raise ElementIdError(f"agent {self.id!r} already has an element {element.id!r}")
         into.append(element)
         self.elements.append(element)
         return self

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dad_sandbox.errors import RunError
+from dad_sandbox.errors import ElementIdError
 
 TRACE_DIR = ".trace"
 STATIC_INPUTS_DIR = "static_inputs"
@@ -30,10 +30,10 @@ def check_element_id(element_id: str, what: str = "element id") -> str:
     """Return ``element_id`` if it can name a folder and a hierarchy segment, else raise.
 
     Raises:
-        RunError: the id is empty or holds characters other than letters, digits and '_'.
+        ElementIdError: the id is empty or holds characters other than letters, digits and '_'.
     """
     if not isinstance(element_id, str) or not ELEMENT_ID_RE.match(element_id):
-        raise RunError(f"{what} {element_id!r} is not allowed: use only letters, digits and '_' (regex ^[A-Za-z0-9_]+$)")
+        raise ElementIdError(f"{what} {element_id!r} is not allowed: use only letters, digits and '_' (regex ^[A-Za-z0-9_]+$)")
     return element_id
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from dad_sandbox.errors import ExecutionStateError
-from dad_sandbox.run import RunContext
+from dad_sandbox.errors import ExecutionStateError, RunError
+from dad_sandbox.run import RunContext, RunStatus
 from dad_sandbox.runner import ComponentRunner
 from dad_sandbox.sandbox._output import Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
@@ -116,8 +116,13 @@ class IsolatedExecution:
         """Run the runner's component inside a fresh container (imported there by reference)."""
         if runner.run_context is not self.run_context:
             raise ExecutionStateError("the runner was made with a different RunContext than this IsolatedExecution")
-        reference = runner.reference  # fails here, before any container, for __main__ components
-        runner.validate()  # a bad re-run start path or static input key fails before any container
+        try:
+            reference = runner.reference  # fails here, before any container, for __main__ components
+            runner.validate()  # a bad re-run start path or static input key fails before any container
+        except RunError as exc:
+            if self.run_context.metadata.status == RunStatus.INITIALIZED:
+                self.run_context.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc))
+            raise
         policy = self._claim()
         ctx = self.run_context
         request: dict[str, Any] = {
