@@ -17,9 +17,12 @@ _SPIN = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 class Progress:
     """Shows what a run is doing while it runs."""
 
-    def __init__(self, label: str, *, stream: IO[str] | None = None, interactive: bool | None = None) -> None:
+    def __init__(
+        self, label: str, *, stream: IO[str] | None = None, interactive: bool | None = None, quiet: bool = False
+    ) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
+        self.quiet = quiet
         self.label = label
         self.current: str | None = None
         self.done_nodes = 0
@@ -29,6 +32,8 @@ class Progress:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Progress:
+        if self.quiet:
+            return self
         if self.interactive:
             self._thread = threading.Thread(target=self._tick, name="dad-progress", daemon=True)
             self._thread.start()
@@ -51,7 +56,7 @@ class Progress:
                 self.current = node
             elif event in ("node completed", "node failed"):
                 self.done_nodes += 1
-        if not self.interactive and event in ("node started", "node completed", "node failed") and node:
+        if not self.quiet and not self.interactive and event in ("node started", "node completed", "node failed") and node:
             self._print(f"{self.label}: {event} {node}")
 
     def _print(self, line: str) -> None:

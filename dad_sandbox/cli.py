@@ -135,7 +135,7 @@ _inputs_opt = click.option("--inputs", "inputs_file", type=click.Path(dir_okay=F
 def main(verbose: bool) -> None:
     from dad_sandbox._logging import configure_logging
 
-    configure_logging(level="debug" if verbose else "warning")
+    configure_logging(level="debug" if verbose else "error")
 
 
 # ---------------------------------------------------------------------------- running
@@ -154,7 +154,7 @@ def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json:
     from dad_sandbox._progress import Progress
     from dad_sandbox.sync import exec_command
 
-    with Progress(f"exec {argv[0]}", interactive=False if as_json else None) as progress:
+    with Progress(f"exec {argv[0]}", quiet=as_json or not sys.stderr.isatty()) as progress:
         result = exec_command(list(argv), policy=policy, timeout=timeout, project_root=Path.cwd(),
                               run_root=_run_root(run_root), run_id_prefix=run_id_prefix, on_event=progress.observe)
     _finish(result, as_json, show_output=True)
