@@ -8,18 +8,39 @@
 # Environment:
 #   DAD_ENGINE_LOG        dockerd log file (default: /var/log/dad-sandbox-dockerd.log)
 #   DAD_ENGINE_WAIT       seconds to wait for dockerd to answer (default: 60)
-#   DAD_ENGINE_EXTRA_ARGS extra dockerd arguments (e.g. to register a runtime)
+#   DAD_ENGINE_EXTRA_ARGS extra dockerd arguments
+#   RUNTIME               runc (default) or runsc: also install gVisor and register it with our dockerd
 set -euo pipefail
 
 log() { printf 'engine: %s\n' "$*" >&2; }
 die() { printf 'engine: error: %s\n' "$*" >&2; exit 1; }
 
-if docker info >/dev/null 2>&1; then
-  exit 0
-fi
-
+runtime=${RUNTIME:-runc}
+pidfile=/run/dad-sandbox-dockerd.pid
+config=/etc/dad-sandbox/dockerd.json
 log_file=${DAD_ENGINE_LOG:-/var/log/dad-sandbox-dockerd.log}
 wait_s=${DAD_ENGINE_WAIT:-60}
+
+ours() {  # true if the running dockerd is the one this script started
+  [ -f "$pidfile" ] && [ "$(cat /proc/"$(cat "$pidfile")"/comm 2>/dev/null)" = dockerd ]
+}
+has_runtime() { docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q "\"$1\""; }
+
+if docker info >/dev/null 2>&1; then
+  if [ "$runtime" = runc ] || has_runtime "$runtime"; then
+    exit 0
+  fi
+  if ! ours; then
+    die "the running Docker engine has no '$runtime' runtime and was not started by this script, so it
+       is left alone. Install gVisor (Debian: apt-get install runsc) and add to /etc/docker/daemon.json:
+       {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\",
+        \"runtimeArgs\": [\"--network=none\", \"--platform=ptrace\"]}}}
+       then restart Docker."
+  fi
+  log "restarting our dockerd to register the '$runtime' runtime"
+  kill "$(cat "$pidfile")"
+  for _ in $(seq 1 120); do ours || break; sleep 0.25; done
+fi
 
 is_debian=false
 if [ -r /etc/os-release ] && grep -qiE '^(ID|ID_LIKE)=.*debian' /etc/os-release; then
@@ -39,16 +60,31 @@ if ! command -v dockerd >/dev/null 2>&1; then
   log "installed $(dockerd --version)"
 fi
 
+if [ "$runtime" = runsc ] && ! command -v runsc >/dev/null 2>&1; then
+  log "installing Debian's runsc (gVisor)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq runsc >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq runsc >/dev/null; }
+fi
+# Our daemon's own config file (never /etc/docker/daemon.json). gVisor works here only with
+# --network=none and the ptrace platform (measured), so those are its runtime arguments.
+mkdir -p "$(dirname "$config")"
+if command -v runsc >/dev/null 2>&1; then
+  printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none", "--platform=ptrace"]}}}\n' \
+    "$(command -v runsc)" > "$config"
+else
+  echo '{}' > "$config"
+fi
+
 if pgrep -x dockerd >/dev/null 2>&1; then
   log "dockerd is already running but does not answer yet; waiting for it"
 else
   log "starting dockerd (no bridge, no iptables, no masquerading); log: $log_file"
   mkdir -p "$(dirname "$log_file")"
   # shellcheck disable=SC2086 # extra args are meant to split
-  nohup dockerd --bridge=none --iptables=false --ip-masq=false ${DAD_ENGINE_EXTRA_ARGS:-} \
+  nohup dockerd --config-file "$config" --bridge=none --iptables=false --ip-masq=false ${DAD_ENGINE_EXTRA_ARGS:-} \
     >>"$log_file" 2>&1 </dev/null &
   # Marks the engine as ours: tests that restart the engine only do so when this pid is the daemon.
-  echo $! > /run/dad-sandbox-dockerd.pid
+  echo $! > "$pidfile"
   disown || true
 fi
 

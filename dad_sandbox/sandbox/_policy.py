@@ -20,8 +20,20 @@ from dad_sandbox._version import __version__
 from dad_sandbox.errors import PolicyError
 from dad_sandbox.sandbox._units import parse_duration, parse_size
 
+def _unlimited(parse: Any) -> Any:
+    """Accept the word "unlimited" as None: a limit is lifted only by saying so."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "unlimited":
+            return None
+        return parse(value) if value is not None else None
+    return check
+
+
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+LimitBytes = Annotated[int | None, BeforeValidator(_unlimited(parse_size))]
+LimitCount = Annotated[int | None, BeforeValidator(_unlimited(lambda v: v))]
+LimitCpus = Annotated[float | None, BeforeValidator(_unlimited(lambda v: v))]
 
 #: Linux capability names Docker accepts (without the CAP_ prefix), plus "ALL".
 CAPABILITIES = frozenset(
@@ -36,7 +48,12 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Policy(BaseModel):
-    """How one run is isolated and limited. Every field has a safe default except ``image``."""
+    """How one run is isolated and limited.
+
+    Every default is the hardened one (the ``untrusted`` values): a policy file loosens a setting
+    only by saying so - ``network = "bridge"``, ``cap_drop = []``, ``cap_add = ["NET_BIND_SERVICE"]``
+    one capability at a time, ``memory = "unlimited"``, ``read_only_root = false``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,22 +61,23 @@ class Policy(BaseModel):
     description: str = ""
     image: str = Field(description="image reference; '{version}' is replaced by the dad-sandbox version")
     runtime: str = Field("runc", pattern=r"^[A-Za-z0-9_.-]+$", description="OCI runtime, e.g. runc or runsc")
-    cpus: float | None = Field(None, gt=0, le=1024, description="CPU limit in cores (fractions allowed)")
-    memory: Bytes | None = Field(None, gt=0, description="memory limit; swap is disabled (memory-swap = memory)")
-    pids_limit: int | None = Field(None, gt=0, description="maximum number of processes/threads in the container")
+    cpus: LimitCpus = Field(1.0, gt=0, le=1024, description="CPU limit in cores, or 'unlimited'")
+    memory: LimitBytes = Field(512 << 20, gt=0, description="memory limit (swap disabled), or 'unlimited'")
+    pids_limit: LimitCount = Field(128, gt=0, description="processes/threads in the container, or 'unlimited'")
     timeout: Seconds = Field(300.0, gt=0, description="wall-clock deadline of a run")
     network: Literal["none", "bridge", "host"] = "none"
     user: str = Field("auto", description="'auto' (host uid, or 65534 when the host is root), 'root', or 'UID[:GID]'")
-    read_only_root: bool = False
-    tmpfs: dict[str, Bytes] = Field(default_factory=dict, description="mount point -> size")
-    cap_drop: list[str] = Field(default_factory=list)
-    cap_add: list[str] = Field(default_factory=list)
+    read_only_root: bool = True
+    tmpfs: dict[str, Bytes] = Field(default_factory=lambda: {"/tmp": 64 << 20}, description="mount point -> size")
+    cap_drop: list[str] = Field(default_factory=lambda: ["ALL"])
+    cap_add: list[str] = Field(default_factory=list, description="capabilities added back, one by one by name")
     no_new_privileges: bool = True
     init: bool = Field(True, description="run an init process as PID 1 (reaps zombies, forwards signals)")
-    env: dict[str, str] = Field(default_factory=dict, description="environment variables passed to the run")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables set for the run")
+    env_allow: list[str] = Field(default_factory=list, description="host variables passed through, by name")
     output_limit: Bytes = Field(16 << 20, ge=0, description="stdout+stderr bytes kept in logs.jsonl")
-    disk_quota: Bytes | None = Field(None, gt=0, description="bytes the run dir may hold; over it the run is stopped")
-    max_file_size: Bytes | None = Field(None, gt=0, description="largest file a process may write (fsize ulimit)")
+    disk_quota: LimitBytes = Field(1 << 30, gt=0, description="bytes the run dir may hold, or 'unlimited'")
+    max_file_size: LimitBytes = Field(256 << 20, gt=0, description="largest file a process may write, or 'unlimited'")
     metrics_interval: Seconds = Field(1.0, ge=0, description="seconds between resource samples; 0 disables")
 
     @field_validator("user")
@@ -90,9 +108,9 @@ class Policy(BaseModel):
                 raise ValueError(f"tmpfs {path!r} needs a size > 0 (tmpfs pages count against memory)")
         return value
 
-    @field_validator("env")
+    @field_validator("env", "env_allow")
     @classmethod
-    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+    def _check_env(cls, value: Any) -> Any:
         for name in value:
             if not _ENV_NAME_RE.match(name):
                 raise ValueError(f"environment variable name {name!r} is not valid")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from dad_sandbox._version import __version__
@@ -44,6 +45,8 @@ def build_spec(
         "PYTHONUNBUFFERED": "1",
         "DAD_RUN_ID": ctx.run_id,
         "DAD_RUN_DIR": container_run_dir(ctx.run_id),
+        # an allow-list: nothing of the host's environment reaches the run unless the policy names it
+        **{name: os.environ[name] for name in policy.env_allow if name in os.environ},
         **policy.env,
     }
     if request is not None:

@@ -107,3 +107,25 @@ def test_parse_size(text: str | int, expected: int) -> None:
 def test_parse_duration(text: str, expected: float) -> None:
     """Durations accept s, m, h and ms."""
     assert parse_duration(text) == expected
+
+
+def test_a_policy_that_says_nothing_is_hardened(tmp_path: Path) -> None:
+    """Omitted settings take the hardened values; loosening must be explicit."""
+    p = load_policy(write(tmp_path, 'image = "x"\n'))
+    hardened = load_policy("untrusted")
+    for key in ("network", "user", "read_only_root", "cap_drop", "cap_add", "no_new_privileges", "memory",
+                "pids_limit", "cpus", "tmpfs", "disk_quota", "max_file_size", "env", "env_allow"):
+        assert getattr(p, key) == getattr(hardened, key), key
+
+
+def test_limits_are_lifted_only_by_saying_unlimited(tmp_path: Path) -> None:
+    """'unlimited' lifts a limit; a missing key never does."""
+    p = load_policy(write(tmp_path, 'image = "x"\nmemory = "unlimited"\npids_limit = "unlimited"\n'))
+    assert p.memory is None and p.pids_limit is None and p.cpus == 1.0
+
+
+def test_gvisor_policy_selects_runsc() -> None:
+    """The gvisor policy is untrusted on the runsc runtime, with room for gVisor's own threads."""
+    p = load_policy("gvisor")
+    assert p.runtime == "runsc" and p.pids_limit > load_policy("untrusted").pids_limit
+    assert p.cap_drop == ["ALL"] and p.network == "none" and p.read_only_root

@@ -46,6 +46,17 @@ def test_policy_env_is_the_only_host_env(tmp_path: Path, monkeypatch) -> None:
     assert "SECRET_TOKEN" not in spec.env and "hunter2" not in str(spec.env)
 
 
+def test_env_allow_passes_only_named_variables(tmp_path: Path, monkeypatch) -> None:
+    """env_allow passes the named host variables through, and nothing else."""
+    monkeypatch.setenv("WANTED", "yes")
+    monkeypatch.setenv("UNWANTED", "no")
+    ctx = RunContext("a", tmp_path)
+    ctx.setup_run()
+    policy = load_policy("untrusted").with_overrides(env_allow=["WANTED", "ABSENT"])
+    spec = build_spec(ctx, policy, RunUser(1, 1, 1, 1), ["true"], deadline=0)
+    assert spec.env["WANTED"] == "yes" and "UNWANTED" not in spec.env and "ABSENT" not in spec.env
+
+
 def test_every_docker_error_is_mapped() -> None:
     """Every exception class in docker.errors has an explicit entry in the mapping table."""
     classes = {
