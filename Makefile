@@ -6,13 +6,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+RUNTIME ?= runc
 
-.PHONY: help run test unit integration engine image venv bench clean lint
+.PHONY: help run test unit integration security security-doc engine engine-runsc image venv bench clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
 	@echo "make test    - provision, build images, run the whole test suite"
 	@echo "make engine  - make sure a Docker engine answers (installs/starts one on root Debian)"
+	@echo "               RUNTIME=runsc also installs gVisor and registers it"
+	@echo "make security - the red-team suite on runc and gVisor; make security-doc renders docs/SECURITY.md"
 	@echo "make image   - build the base and runner images (only what changed)"
 	@echo "make unit    - unit tests only (no Docker needed)"
 	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
@@ -21,8 +24,15 @@ help:
 run: engine image
 	$(PY) -m examples.hello.run
 
-test: engine image
+# The test suite includes the red-team suite on gVisor, so `test` provisions the runsc runtime too.
+test: engine-runsc image
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+security: engine-runsc image
+	$(PY) -m pytest tests/security $(PYTEST_ARGS)
+
+security-doc:
+	$(PY) scripts/security_report.py
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -31,7 +41,10 @@ integration: engine image
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 engine:
-	@bash scripts/engine.sh
+	@RUNTIME=$(RUNTIME) bash scripts/engine.sh
+
+engine-runsc:
+	@RUNTIME=runsc bash scripts/engine.sh
 
 image: venv engine
 	@bash images/build.sh

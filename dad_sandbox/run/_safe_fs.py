@@ -161,18 +161,25 @@ def ensure_plain_dir(base: Path, name: str, *, mode: int = 0o755) -> str | None:
     or None if ``name`` was already a plain directory.
     """
     _parts(name)
+    moved: str | None = None
     with opened_dir(base) as fd:
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            os.mkdir(name, mode, dir_fd=fd)
-            return None
-        if stat.S_ISDIR(st.st_mode):
-            return None
-        aside = f"{name}.planted-{secrets.token_hex(4)}"
-        os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
-        os.mkdir(name, mode, dir_fd=fd)
-        return aside
+        # A run that is still alive may race us (plant again between our steps): a few rounds,
+        # then give up; after the container is gone nothing races and one round always does.
+        for _ in range(5):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                    return moved
+                except FileExistsError:
+                    continue
+            if stat.S_ISDIR(st.st_mode):
+                return moved
+            moved = f"{name}.planted-{secrets.token_hex(4)}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=fd)
+        raise UnsafePathError(f"{base}/{name} keeps being replaced; the host gave up repairing it for now")
 
 
 def lchown_tree(root: Path, uid: int, gid: int) -> int:

@@ -195,7 +195,11 @@ class RunSupervisor:
             await self._attach(watch, sink)
         if start:
             await self.engine.start(cid)
-            self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC))
+            try:
+                self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC))
+            except (UnsafePathError, OSError) as exc:
+                # the run is tampering with its run dir already; the final write happens when it is gone
+                log.warning("could not write metadata while the run goes", run_id=self.ctx.run_id, error=str(exc))
         if running:
             watch.tasks.append(asyncio.create_task(self._monitor(watch, metrics_fd)))
             code = await self.engine.wait(cid, timeout=watch.deadline - time.time())
