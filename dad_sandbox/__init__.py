@@ -3,14 +3,37 @@
 Code written against the DAD docs runs with only its imports changed::
 
     from dad_sandbox import RunContext, RunEnvParams, IsolatedExecution, AgentRunner, FlowRunner
+
+Names are imported on first use (PEP 562), so ``import dad_sandbox`` - and the ``dad-sandbox``
+command's start-up - pays only for what is used.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dad_sandbox._version import __version__
-from dad_sandbox.dsl import AgentDefinition, FlowDefinition, FunctionNode, NodeContext
-from dad_sandbox.errors import DadSandboxError
-from dad_sandbox.run import RunContext, RunEnvParams, RunMetadata, RunStatus
-from dad_sandbox.runner import AgentRunner, FlowRunner
-from dad_sandbox.sandbox import IsolatedExecution, Policy, RunHandle, RunResult, Supervisor, load_policy
+
+_EXPORTS = {
+    "AgentDefinition": "dad_sandbox.dsl",
+    "AgentRunner": "dad_sandbox.runner",
+    "DadSandboxError": "dad_sandbox.errors",
+    "FlowDefinition": "dad_sandbox.dsl",
+    "FlowRunner": "dad_sandbox.runner",
+    "FunctionNode": "dad_sandbox.dsl",
+    "IsolatedExecution": "dad_sandbox.sandbox",
+    "NodeContext": "dad_sandbox.dsl",
+    "Policy": "dad_sandbox.sandbox",
+    "RunContext": "dad_sandbox.run",
+    "RunEnvParams": "dad_sandbox.run",
+    "RunHandle": "dad_sandbox.sandbox",
+    "RunMetadata": "dad_sandbox.run",
+    "RunResult": "dad_sandbox.sandbox",
+    "RunStatus": "dad_sandbox.run",
+    "Supervisor": "dad_sandbox.sandbox",
+    "load_policy": "dad_sandbox.sandbox",
+}
 
 __all__ = [
     "AgentDefinition",
@@ -32,3 +55,24 @@ __all__ = [
     "__version__",
     "load_policy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dad_sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from dad_sandbox.dsl import AgentDefinition, FlowDefinition, FunctionNode, NodeContext
+    from dad_sandbox.errors import DadSandboxError
+    from dad_sandbox.run import RunContext, RunEnvParams, RunMetadata, RunStatus
+    from dad_sandbox.runner import AgentRunner, FlowRunner
+    from dad_sandbox.sandbox import IsolatedExecution, Policy, RunHandle, RunResult, Supervisor, load_policy

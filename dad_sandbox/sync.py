@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dad_sandbox.errors import ExecutionStateError
-from dad_sandbox.run import RunContext
-from dad_sandbox.runner import import_component, runner_for
-from dad_sandbox.sandbox import IsolatedExecution, Policy, RunResult
+from dad_sandbox.run._context import RunContext
+from dad_sandbox.sandbox._isolated import IsolatedExecution
+from dad_sandbox.sandbox._policy import Policy
+from dad_sandbox.sandbox._result import RunResult
 
 T = TypeVar("T")
 
@@ -65,6 +66,8 @@ def exec_command(
 async def _run(
     ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None, on_event: Any = None
 ) -> RunResult:
+    from dad_sandbox.runner import import_component, runner_for  # components only: keep `exec` start-up small
+
     component = import_component(reference)
     runner = runner_for(component, ctx, reference=reference)
     async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
@@ -89,6 +92,8 @@ def run_component(
     With ``previous_run_id`` (and ``start_hierarchy_path``) it is a re-run: the previous run's static
     inputs are reused unless ``static_inputs_file`` is given.
     """
+    from dad_sandbox.runner import import_component
+
     root = str(Path(project_root).resolve())
     if root not in sys.path:
         sys.path.insert(0, root)

@@ -1,15 +1,31 @@
-"""The Run System: run ids, directories, metadata, static inputs. Pure Python, no container engine."""
+"""The Run System: run ids, directories, metadata, static inputs. Pure Python, no container engine.
 
-from dad_sandbox.run._context import RunContext
-from dad_sandbox.run._env_params import RunEnvParams
-from dad_sandbox.run._ids import is_valid_run_id, new_run_id
-from dad_sandbox.run._layout import RunLayout, check_element_id
-from dad_sandbox.run._metadata import OutputInfo, RerunInfo, RunMetadata, read_metadata
-from dad_sandbox.run._static_inputs import StaticInputs
-from dad_sandbox.run._status import TERMINAL_STATUSES, RunStatus, combine_status
+Names are imported on first use, so importing one private module of this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "OutputInfo": "dad_sandbox.run._metadata",
+    "RerunInfo": "dad_sandbox.run._metadata",
+    "RunContext": "dad_sandbox.run._context",
+    "RunEnvParams": "dad_sandbox.run._env_params",
+    "RunLayout": "dad_sandbox.run._layout",
+    "RunMetadata": "dad_sandbox.run._metadata",
+    "RunStatus": "dad_sandbox.run._status",
+    "StaticInputs": "dad_sandbox.run._static_inputs",
+    "TERMINAL_STATUSES": "dad_sandbox.run._status",
+    "check_element_id": "dad_sandbox.run._layout",
+    "combine_status": "dad_sandbox.run._status",
+    "is_valid_run_id": "dad_sandbox.run._ids",
+    "new_run_id": "dad_sandbox.run._ids",
+    "read_metadata": "dad_sandbox.run._metadata",
+}
 
 __all__ = [
-    "TERMINAL_STATUSES",
     "OutputInfo",
     "RerunInfo",
     "RunContext",
@@ -18,9 +34,29 @@ __all__ = [
     "RunMetadata",
     "RunStatus",
     "StaticInputs",
+    "TERMINAL_STATUSES",
     "check_element_id",
     "combine_status",
     "is_valid_run_id",
     "new_run_id",
     "read_metadata",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from dad_sandbox.run._context import RunContext
+    from dad_sandbox.run._env_params import RunEnvParams
+    from dad_sandbox.run._ids import is_valid_run_id, new_run_id
+    from dad_sandbox.run._layout import RunLayout, check_element_id
+    from dad_sandbox.run._metadata import OutputInfo, RerunInfo, RunMetadata, read_metadata
+    from dad_sandbox.run._static_inputs import StaticInputs
+    from dad_sandbox.run._status import TERMINAL_STATUSES, RunStatus, combine_status

@@ -70,8 +70,11 @@ class RunContext:
 
     # ----------------------------------------------------------------- set-up
 
-    def setup_run(self, run_id_prefix: str | None = None) -> RunEnvParams:
+    def setup_run(self, run_id_prefix: str | None = None, *, adopt_dir: Path | None = None) -> RunEnvParams:
         """Create the run directory, its ``.trace`` files and ``dad_metadata.json`` (``initialized``).
+
+        ``adopt_dir``: an empty directory prepared ahead (a warm-pool slot) that is renamed into place
+        as the run dir instead of making a new one; it must be on the run root's filesystem.
 
         Raises:
             RunSetupError: already set up, bad prefix, or the directory cannot be created.
@@ -84,7 +87,12 @@ class RunContext:
         layout = RunLayout(self.run_root, run_id, self.project_root.name)
         try:
             self.run_root.mkdir(parents=True, exist_ok=True)
-            layout.run_dir.mkdir(mode=0o755)
+            if adopt_dir is not None:
+                if layout.run_dir.exists():
+                    raise FileExistsError(layout.run_dir)
+                os.rename(adopt_dir, layout.run_dir)
+            else:
+                layout.run_dir.mkdir(mode=0o755)
         except OSError as exc:
             raise RunSetupError(f"cannot create run directory {layout.run_dir}: {exc}") from exc
         with _safe_fs.opened_dir(layout.run_dir, TRACE_DIR, create=True) as fd:
@@ -336,9 +344,11 @@ class RunContext:
         """
         ctx = cls(root_component_id, project_root, run_root=env.run_root, previous_run_id=previous_run_id,
                   start_hierarchy_path=start_hierarchy_path)
-        layout = RunLayout(Path(env.run_root), env.run_id, Path(env.outcome_repo_dir).name)
-        if layout.run_dir != Path(env.run_dir):
-            raise RunSetupError(f"run dir {env.run_dir} is not run_root/run_id ({layout.run_dir})")
+        run_dir = Path(env.run_dir)
+        if run_dir.parent != Path(env.run_root):
+            raise RunSetupError(f"run dir {env.run_dir} is not inside run root {env.run_root}")
+        dir_name = run_dir.name if run_dir.name != env.run_id else None
+        layout = RunLayout(Path(env.run_root), env.run_id, Path(env.outcome_repo_dir).name, dir_name)
         ctx._layout = layout
         ctx.static_inputs.load_file(Path(env.run_dir) / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE)
         return ctx

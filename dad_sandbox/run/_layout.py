@@ -39,15 +39,20 @@ def check_element_id(element_id: str, what: str = "element id") -> str:
 
 @dataclass(frozen=True, slots=True)
 class RunLayout:
-    """Paths of one run. ``run_dir`` is ``run_root/run_id``."""
+    """Paths of one run. ``run_dir`` is ``run_root/run_id`` on the host.
+
+    Inside a pooled container the run dir was mounted before the run had an id, under the pool
+    slot's name: ``dir_name`` says so there.
+    """
 
     run_root: Path
     run_id: str
     project_name: str
+    dir_name: str | None = None
 
     @property
     def run_dir(self) -> Path:
-        return self.run_root / self.run_id
+        return self.run_root / (self.dir_name or self.run_id)
 
     @property
     def trace_dir(self) -> Path:

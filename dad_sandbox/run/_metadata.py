@@ -97,9 +97,13 @@ def clip_error(message: str | None) -> str | None:
 
 
 def write_metadata(run_dir: Path, metadata: RunMetadata) -> None:
-    """Atomically (re)write ``.trace/dad_metadata.json`` without following links."""
+    """Atomically (re)write ``.trace/dad_metadata.json`` without following links.
+
+    Only a terminal status is fsynced: it is the record that must survive a host crash, while the
+    intermediate states are rewritten within the second anyway.
+    """
     with _safe_fs.opened_dir(run_dir, TRACE_DIR) as fd:
-        _safe_fs.write_atomic(fd, METADATA_FILE, metadata.to_json_bytes())
+        _safe_fs.write_atomic(fd, METADATA_FILE, metadata.to_json_bytes(), durable=metadata.status.is_terminal)
 
 
 def read_metadata(run_dir: Path) -> RunMetadata:

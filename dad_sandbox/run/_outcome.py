@@ -2,9 +2,9 @@
 
 ``runs/outcome/<project_name>/`` is a git repository whose ``main`` holds only an initial empty
 commit and is never checked out or changed. Each run's outcomes (every node's ``outcome.json``,
-the files its file nodes marked as outcomes, and a ``RUN.json`` summary) are committed with
-plumbing commands through a private index file, so 20 runs committing at once never contend for
-``.git/index.lock``; each only creates its own ref. Files come from the run dir, which untrusted
+the files its file nodes marked as outcomes, and a ``RUN.json`` summary) are written as objects
+straight into the object database - no index, no working tree - so 20 runs committing at once
+never contend for ``.git/index.lock``; each only creates its own ref. Files come from the run dir, which untrusted
 code wrote: links, FIFOs and oversized files are skipped (and listed in the summary), never followed.
 """
 
@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
+from git.objects.fun import tree_to_stream
+from gitdb.util import hex_to_bin
+from gitdb import IStream, LooseObjectDB
 
 from dad_sandbox.errors import RunError, UnsafePathError
 from dad_sandbox.run import _safe_fs
@@ -30,6 +33,7 @@ from dad_sandbox.run._layout import STATIC_INPUTS_DIR, TRACE_DIR
 MAX_FILE_BYTES = 16 << 20
 MAX_TOTAL_BYTES = 256 << 20
 MAX_FILES = 10_000
+_ACTOR = git.Actor("dad-sandbox", "dad-sandbox@localhost")
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "dad-sandbox",
     "GIT_AUTHOR_EMAIL": "dad-sandbox@localhost",
@@ -69,10 +73,10 @@ class OutcomeRepository:
         """Open the repository, creating it (with an empty initial commit on ``main``) if needed."""
         marker = self.repo_dir / ".git" / "dad-sandbox-initialized"  # written last: the repo is complete
         if marker.exists():
-            return git.Repo(self.repo_dir)
+            return git.Repo(self.repo_dir, odbt=LooseObjectDB)
         with self._init_lock():
             if marker.exists():
-                return git.Repo(self.repo_dir)
+                return git.Repo(self.repo_dir, odbt=LooseObjectDB)
             if (self.repo_dir / ".git").exists():
                 shutil.rmtree(self.repo_dir / ".git")  # a half-made repository from an interrupted init
             repo = git.Repo.init(self.repo_dir, initial_branch="main")
@@ -86,36 +90,32 @@ class OutcomeRepository:
     def commit_run(self, run_dir: Path, run_id: str, status: str, summary: dict[str, Any] | None = None) -> str | None:
         """Commit the run's outcomes on branch ``run/<run_id>``; the commit sha, or None if it exists.
 
+        Objects are written through GitPython's object database (no git process per run), and the
+        branch is created only if it does not exist - never moved.
+
         Raises:
-            RunError: git failed.
+            RunError: the repository could not be written.
         """
         repo = self.ensure()
-        ref = f"refs/heads/{branch_name(run_id)}"
-        try:
-            repo.git.execute(["git", "rev-parse", "--verify", "--quiet", ref])
+        if (Path(repo.git_dir) / "refs" / "heads" / branch_name(run_id)).exists():
             return None  # committed before: idempotent
-        except git.GitCommandError:
-            pass
-        with tempfile.TemporaryDirectory(prefix="dad-outcome-") as tmp:
-            staging = Path(tmp) / "tree"
-            staging.mkdir()
-            staged = _stage_outcomes(run_dir, staging)
+        try:
+            tree = _TreeBuilder(repo)
+            staged = _stage_outcomes(run_dir, tree)
             run_info = {"run_id": run_id, "status": status, **(summary or {}),
                         "outcome_files": staged.files, "skipped": staged.skipped}
-            (staging / "RUN.json").write_text(json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n")
-            env = {**os.environ, **_IDENTITY, "GIT_INDEX_FILE": str(Path(tmp) / "index"),
-                   "GIT_WORK_TREE": str(staging)}
-            try:
-                repo.git.execute(["git", "--work-tree", str(staging), "add", "-A", str(staging)], env=env)
-                tree = repo.git.execute(["git", "write-tree"], env=env)
-                commit = repo.git.execute(
-                    ["git", "commit-tree", tree, "-p", "refs/heads/main", "-m", f"[{run_id}] Run {status}"], env=env
-                )
-                # "" as old value: create only; never moves a branch another process made
-                repo.git.execute(["git", "update-ref", ref, commit, ""])
-            except git.GitCommandError as exc:
-                raise RunError(f"could not commit the outcomes of {run_id} into {self.repo_dir}: {exc}") from exc
-        return commit
+            tree.add(PurePosixPath("RUN.json"), (json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n").encode())
+            # the parent by its sha only: nothing of main's object is read (it may be packed)
+            main = git.Commit(repo, hex_to_bin(git.SymbolicReference.dereference_recursive(repo, "refs/heads/main")))
+            commit = git.Commit.create_from_tree(repo, git.Tree(repo, tree.write()), f"[{run_id}] Run {status}",
+                                                 parent_commits=[main],
+                                                 head=False, author=_ACTOR, committer=_ACTOR)
+            git.Head.create(repo, branch_name(run_id), commit)
+        except FileExistsError:
+            return None
+        except (OSError, ValueError, git.GitError) as exc:
+            raise RunError(f"could not commit the outcomes of {run_id} into {self.repo_dir}: {exc}") from exc
+        return str(commit.hexsha)
 
     def diff(self, run_a: str, run_b: str, *, stat_only: bool = False) -> str:
         """``git diff`` between two runs' outcome commits.
@@ -144,12 +144,46 @@ class OutcomeRepository:
         return rows
 
 
+class _TreeBuilder:
+    """Nested git trees built in memory from blobs written straight to the object database."""
+
+    def __init__(self, repo: git.Repo) -> None:
+        self._repo = repo
+        self._entries: dict[str, bytes | _TreeBuilder] = {}
+
+    def _store(self, kind: str, data: bytes) -> bytes:
+        return self._repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha
+
+    def add(self, path: PurePosixPath, data: bytes) -> None:
+        node = self
+        for part in path.parts[:-1]:
+            child = node._entries.setdefault(part, _TreeBuilder(self._repo))
+            if not isinstance(child, _TreeBuilder):
+                raise ValueError(f"{path}: {part} is both a file and a folder")
+            node = child
+        node._entries[path.parts[-1]] = self._store("blob", data)
+
+    def write(self) -> bytes:
+        """Write this tree (and its subtrees); return its binary sha."""
+        entries = []
+        for name, value in self._entries.items():
+            if isinstance(value, _TreeBuilder):
+                entries.append((value.write(), 0o040000, name))
+            else:
+                entries.append((value, 0o100644, name))
+        # git orders tree entries by name, comparing a folder as if its name ended in "/"
+        entries.sort(key=lambda e: e[2] + "/" if e[1] == 0o040000 else e[2])
+        buf = io.BytesIO()
+        tree_to_stream(entries, buf.write)
+        return self._store("tree", buf.getvalue())
+
+
 def _devnull() -> Any:
     return open(os.devnull, "rb")  # noqa: SIM115 - GitPython reads and closes it
 
 
-def _stage_outcomes(run_dir: Path, staging: Path) -> _Staged:
-    """Copy outcome.json files and declared outcome files into ``staging`` (bounded, no links)."""
+def _stage_outcomes(run_dir: Path, staging: _TreeBuilder) -> _Staged:
+    """Add outcome.json files and declared outcome files to ``staging`` (bounded, no links)."""
     staged = _Staged()
     for dirpath, dirnames, filenames in os.walk(run_dir, followlinks=False):
         rel_dir = Path(dirpath).relative_to(run_dir)
@@ -163,7 +197,7 @@ def _stage_outcomes(run_dir: Path, staging: Path) -> _Staged:
                 if cut:
                     staged.skipped.append(f"{rel_dir}/outcome.json: larger than {MAX_FILE_BYTES} bytes")
                     continue
-                _put(staging / rel_dir / "outcome.json", data, staged)
+                _put(staging, PurePosixPath(*rel_dir.parts, "outcome.json"), data, staged)
                 try:
                     declared = json.loads(data).get("files") or []
                 except (ValueError, AttributeError):
@@ -175,7 +209,7 @@ def _stage_outcomes(run_dir: Path, staging: Path) -> _Staged:
     return staged
 
 
-def _stage_declared(node_fd: int, rel_dir: Path, name: str, staging: Path, staged: _Staged) -> None:
+def _stage_declared(node_fd: int, rel_dir: Path, name: str, staging: _TreeBuilder, staged: _Staged) -> None:
     where = f"{rel_dir}/{name}"
     rel = PurePosixPath(name)
     if rel.is_absolute() or any(p in ("..", "") for p in rel.parts) or rel.name in ("outcome.json",):
@@ -193,12 +227,11 @@ def _stage_declared(node_fd: int, rel_dir: Path, name: str, staging: Path, stage
     if cut:
         staged.skipped.append(f"{where}: larger than {MAX_FILE_BYTES} bytes")
         return
-    _put(staging / rel_dir / rel.parent / rel.name, data, staged)
+    _put(staging, PurePosixPath(*rel_dir.parts, *rel.parts), data, staged)
 
 
-def _put(path: Path, data: bytes, staged: _Staged) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def _put(staging: _TreeBuilder, path: PurePosixPath, data: bytes, staged: _Staged) -> None:
+    staging.add(path, data)
     staged.files += 1
     staged.bytes += len(data)
 

@@ -78,8 +78,8 @@ def _refuse(name: str, what: str) -> UnsafePathError:
     return UnsafePathError(f"{name!r} is {what}, not a regular file; the host does not follow or open it")
 
 
-def write_atomic(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``name`` in ``dir_fd`` atomically: temp file, fsync, rename over the old name.
+def write_atomic(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Write ``name`` in ``dir_fd`` atomically: temp file, fsync (if ``durable``), rename over the old name.
 
     The rename replaces whatever entry ``name`` is (a planted symlink is replaced, not followed).
 
@@ -93,7 +93,8 @@ def write_atomic(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644) -> N
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     try:

@@ -1,9 +1,25 @@
-"""The sandbox: policies, the container engine, the supervisor and ``IsolatedExecution``."""
+"""The sandbox: policies, the container engine, the supervisor and ``IsolatedExecution``.
 
-from dad_sandbox.sandbox._isolated import ExecutionState, IsolatedExecution
-from dad_sandbox.sandbox._policy import Policy, available_policies, load_policy
-from dad_sandbox.sandbox._result import RunResult
-from dad_sandbox.sandbox._service import Orphan, OrphanAction, RunHandle, Supervisor
+Names are imported on first use, so importing one private module of this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ExecutionState": "dad_sandbox.sandbox._isolated",
+    "IsolatedExecution": "dad_sandbox.sandbox._isolated",
+    "Orphan": "dad_sandbox.sandbox._service",
+    "OrphanAction": "dad_sandbox.sandbox._service",
+    "Policy": "dad_sandbox.sandbox._policy",
+    "RunHandle": "dad_sandbox.sandbox._service",
+    "RunResult": "dad_sandbox.sandbox._result",
+    "Supervisor": "dad_sandbox.sandbox._service",
+    "available_policies": "dad_sandbox.sandbox._policy",
+    "load_policy": "dad_sandbox.sandbox._policy",
+}
 
 __all__ = [
     "ExecutionState",
@@ -17,3 +33,19 @@ __all__ = [
     "available_policies",
     "load_policy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from dad_sandbox.sandbox._isolated import ExecutionState, IsolatedExecution
+    from dad_sandbox.sandbox._policy import Policy, available_policies, load_policy
+    from dad_sandbox.sandbox._result import RunResult
+    from dad_sandbox.sandbox._service import Orphan, OrphanAction, RunHandle, Supervisor

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from dad_sandbox.errors import ExecutionStateError, RunError
 from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.runner import ComponentRunner
 from dad_sandbox.sandbox._output import Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
+from dad_sandbox.sandbox._pool import Slot
 from dad_sandbox.sandbox._result import RunResult
-from dad_sandbox.sandbox._spec import CONTAINER_PROJECT, CONTAINER_RUN_ROOT, container_run_dir
+from dad_sandbox.sandbox._spec import CONTAINER_PROJECT
 from dad_sandbox.sandbox._supervisor import Launch, RunSupervisor
 from dad_sandbox.sandbox.engine import Engine
+
+if TYPE_CHECKING:
+    from dad_sandbox.runner import ComponentRunner
 
 ENTRYPOINT = ["python3", "-m", "dad_sandbox.sandbox._entrypoint"]
 
@@ -45,6 +48,7 @@ class IsolatedExecution:
         timeout: overrides the policy's wall-clock timeout (seconds).
         on_event: called (from a worker thread) with each structured record the runner logs, e.g.
             ``{"event": "node started", "fields": {"node": "agent.flow.n"}}``; for progress displays.
+        slot: a warm-pool slot whose folder is already this context's run dir (``Supervisor`` does this).
     """
 
     def __init__(
@@ -55,12 +59,14 @@ class IsolatedExecution:
         engine: Engine | None = None,
         timeout: float | None = None,
         on_event: Observer | None = None,
+        slot: Slot | None = None,
     ) -> None:
         self.run_context = run_context
         self._policy_arg = policy
         self._timeout = timeout
         self._engine = engine
         self._on_event = on_event
+        self._slot = slot
         self._state = ExecutionState.UNOPENED
         self._used = False
         self.policy: Policy | None = None
@@ -80,7 +86,7 @@ class IsolatedExecution:
             from dad_sandbox.sandbox.engine._docker import default_engine
 
             self._engine = default_engine()
-        await self._engine.info()  # fail early and clearly when no engine answers
+        await self._engine.info()  # fail early and clearly when no engine answers (asked once per engine)
         self._state = ExecutionState.OPENED
         return self
 
@@ -109,8 +115,14 @@ class IsolatedExecution:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError("run_command needs a non-empty list of strings, e.g. ['python3', '-c', 'print(1)']")
         policy = self._claim()
+        return await self._launch(policy, Launch(command=list(argv)))
+
+    async def _launch(self, policy: Policy, launch: Launch) -> RunResult:
+        supervisor = RunSupervisor(self.run_context, policy, self.engine, observer=self._on_event)
         with structlog.contextvars.bound_contextvars(run_id=self.run_context.run_id):
-            return await RunSupervisor(self.run_context, policy, self.engine, observer=self._on_event).run(Launch(command=list(argv)))
+            if self._slot is not None:
+                return await supervisor.run_pooled(self._slot, launch)
+            return await supervisor.run(launch)
 
     async def run(self, runner: ComponentRunner) -> RunResult:
         """Run the runner's component inside a fresh container (imported there by reference)."""
@@ -131,14 +143,5 @@ class IsolatedExecution:
             "project_root": CONTAINER_PROJECT,
             "previous_run_id": ctx.previous_run_id,
             "start_hierarchy_path": ctx.start_hierarchy_path,
-            "env_params": {
-                "run_id": ctx.run_id,
-                "run_dir": container_run_dir(ctx.run_id),
-                "run_root": CONTAINER_RUN_ROOT,
-                "trace_dir": f"{container_run_dir(ctx.run_id)}/.trace",
-                "outcome_repo_dir": f"{CONTAINER_RUN_ROOT}/outcome/{ctx.layout.project_name}",
-            },
         }
-        launch = Launch(command=ENTRYPOINT, request=request, component=reference)
-        with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
-            return await RunSupervisor(ctx, policy, self.engine, observer=self._on_event).run(launch)
+        return await self._launch(policy, Launch(command=ENTRYPOINT, request=request, component=reference))

@@ -74,6 +74,11 @@ class OutputSink:
             else:
                 break
 
+    def retarget(self, run_id: str, observer: Observer | None) -> None:
+        """A warm-pool sink made before its run existed now serves that run."""
+        self._run_id = run_id
+        self._observer = observer
+
     def _remember(self, chunk: bytes) -> None:
         self._tail.append(chunk[-TAIL_BYTES:])
         self._tail_size += len(self._tail[-1])

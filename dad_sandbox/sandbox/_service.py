@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,10 @@ from pydantic import ValidationError
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, ExecutionStateError
 from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.runner import import_component, runner_for
 from dad_sandbox.sandbox import _labels
 from dad_sandbox.sandbox._isolated import IsolatedExecution
 from dad_sandbox.sandbox._policy import Policy, load_policy
+from dad_sandbox.sandbox._pool import POOL_LABEL, Slot, WarmPool, pointer_file
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._supervisor import RunSupervisor
 from dad_sandbox.sandbox.engine import ContainerState, Engine
@@ -95,6 +96,9 @@ class Supervisor:
         project_root: default project root (mounted read-only).
         run_root: where run dirs go (default ``<project_root>/runs``).
         recover_on_start: run :meth:`recover` when entering ``async with``.
+        warm_pool: ``{policy_name: size}``: keep that many containers of each policy created and
+            started ahead. Each serves exactly one run; runs of that policy take one when ready
+            (cold start otherwise). Re-runs always start cold (they mount the previous run).
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class Supervisor:
         project_root: Path | str = ".",
         run_root: Path | str | None = None,
         recover_on_start: bool = True,
+        warm_pool: dict[str, int] | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -119,6 +124,8 @@ class Supervisor:
         self._handles: list[RunHandle] = []
         self._recovering: list[asyncio.Task[Any]] = []
         self._open = False
+        self._pool_sizes = dict(warm_pool or {})
+        self._pools: dict[str, WarmPool] = {}
 
     @property
     def engine(self) -> Engine:
@@ -136,7 +143,16 @@ class Supervisor:
         self._open = True
         if self.recover_on_start:
             await self.recover(wait=False)
+        for name, size in self._pool_sizes.items():
+            policy = load_policy(name)
+            pool = WarmPool(policy, size, self.engine, project_root=self.project_root, run_root=self.run_root)
+            self._pools[policy.hash] = pool
+            pool.start()
         return self
+
+    async def pool_ready(self, timeout: float = 120.0) -> None:
+        """Wait until every warm pool is full."""
+        await asyncio.gather(*(p.wait_ready(timeout) for p in self._pools.values()))
 
     async def __aexit__(self, *exc: object) -> None:
         """Wait for every submitted run; on an exception or cancellation, cancel them first."""
@@ -146,6 +162,8 @@ class Supervisor:
         pending = [h._task for h in self._handles] + self._recovering
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in self._pools.values()), return_exceptions=True)
+        self._pools.clear()
         self._open = False
 
     # ------------------------------------------------------------------ submitting
@@ -169,32 +187,51 @@ class Supervisor:
             raise ExecutionStateError("use the Supervisor inside `async with Supervisor(...) as sup:`")
         if (argv is None) == (component is None):
             raise ValueError("submit() takes either argv or component, not both")
+        from dad_sandbox.runner import import_component
+
         run_policy = load_policy(policy) if policy is not None else self.policy
         root_id = import_component(component).id if component else "exec"
         ctx = RunContext(root_id, self.project_root, run_root=self.run_root)
-        ctx.setup_run(run_id_prefix=run_id_prefix)
+        pool = self._pools.get(run_policy.hash) if timeout is None else None
+        slot = pool.take() if pool is not None else None
+        try:
+            ctx.setup_run(run_id_prefix=run_id_prefix, adopt_dir=slot.slot_dir if slot else None)
+        except BaseException:
+            if slot is not None and pool is not None:
+                asyncio.get_running_loop().create_task(pool._discard(slot))
+            raise
         for key, value in (static_inputs or {}).items():
             ctx.register_node_static_input(key, value)
-        task = asyncio.create_task(self._run(ctx, list(argv) if argv else None, component, run_policy, timeout))
+        task = asyncio.create_task(self._run(ctx, list(argv) if argv else None, component, run_policy, timeout, slot))
         handle = RunHandle(ctx, task)
         self._handles.append(handle)
         return handle
 
     async def _run(
-        self, ctx: RunContext, argv: list[str] | None, component: str | None, policy: Policy, timeout: float | None
+        self, ctx: RunContext, argv: list[str] | None, component: str | None, policy: Policy, timeout: float | None,
+        slot: Slot | None = None,
     ) -> RunResult:
         assert self._slots is not None
         try:
             async with self._slots:
-                async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout) as execution:
+                async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout, slot=slot) as execution:
                     if component is not None:
+                        from dad_sandbox.runner import import_component, runner_for
+
                         return await execution.run(runner_for(import_component(component), ctx, reference=component))
                     assert argv is not None
                     return await execution.run_command(argv)
         except asyncio.CancelledError:
             if ctx.metadata.status == RunStatus.INITIALIZED:  # cancelled while waiting for a slot
                 ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+                if slot is not None:
+                    await self._discard_slot(policy, slot)
             raise
+
+    async def _discard_slot(self, policy: Policy, slot: Slot) -> None:
+        pool = self._pools.get(policy.hash)
+        if pool is not None:
+            await pool._discard(slot)
 
     # ------------------------------------------------------------------ recovery
 
@@ -268,6 +305,15 @@ class Supervisor:
 
     async def _recover_or_abandon(self, state: ContainerState, *, kill: bool) -> Orphan:
         run_dir = state.labels.get(_labels.RUN_DIR)
+        slot_id = state.labels.get(POOL_LABEL)
+        if slot_id and run_dir:
+            pointer = pointer_file(Path(run_dir).parent.parent, slot_id)
+            if not pointer.is_file():  # an idle warm-pool container: no run to finalize
+                await self.engine.remove(state.id)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                return self._describe(state, OrphanAction.REMOVED, detail="idle warm-pool container")
+            run_dir = pointer.read_text().strip()
+            pointer.unlink(missing_ok=True)
         try:
             ctx = RunContext.open_existing(run_dir) if run_dir else None
         except (DadSandboxError, OSError) as exc:

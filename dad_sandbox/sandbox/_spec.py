@@ -22,6 +22,18 @@ def container_run_dir(run_id: str) -> str:
     return f"{CONTAINER_RUN_ROOT}/{run_id}"
 
 
+def container_env_params(ctx: RunContext, dir_name: str) -> dict[str, str]:
+    """The run's RunEnvParams as the container sees them (its run dir is mounted as ``dir_name``)."""
+    run_dir = container_run_dir(dir_name)
+    return {
+        "run_id": ctx.run_id,
+        "run_dir": run_dir,
+        "run_root": CONTAINER_RUN_ROOT,
+        "trace_dir": f"{run_dir}/.trace",
+        "outcome_repo_dir": f"{CONTAINER_RUN_ROOT}/outcome/{ctx.layout.project_name}",
+    }
+
+
 def build_spec(
     ctx: RunContext,
     policy: Policy,
@@ -32,39 +44,61 @@ def build_spec(
     request: dict[str, object] | None = None,
 ) -> ContainerSpec:
     """The container for one run: run dir read-write, project (and previous run) read-only."""
+    env = {"DAD_RUN_ID": ctx.run_id}
+    if request is not None:
+        env[REQUEST_ENV] = json.dumps({**request, "env_params": container_env_params(ctx, ctx.run_id)})
+    return container_spec(
+        policy, user, command,
+        project_root=ctx.project_root, run_dir=ctx.run_dir, dir_name=ctx.run_id,
+        previous_run_dir=ctx.previous_run_dir, deadline=deadline, env=env, labels={_labels.RUN_ID: ctx.run_id},
+    )
+
+
+def container_spec(
+    policy: Policy,
+    user: RunUser,
+    command: list[str],
+    *,
+    project_root: Path,
+    run_dir: Path,
+    dir_name: str,
+    deadline: float,
+    previous_run_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    stdin_open: bool = False,
+) -> ContainerSpec:
+    """A run container, for a run (``build_spec``) or for a warm-pool slot that gets its run later."""
     mounts = [
-        Mount(str(ctx.project_root), CONTAINER_PROJECT, read_only=True),
-        Mount(str(ctx.run_dir), container_run_dir(ctx.run_id), read_only=False),
+        Mount(str(project_root), CONTAINER_PROJECT, read_only=True),
+        Mount(str(run_dir), container_run_dir(dir_name), read_only=False),
     ]
-    prev: Path | None = ctx.previous_run_dir
-    if prev is not None:
-        mounts.append(Mount(str(prev), container_run_dir(prev.name), read_only=True))
-    env = {
+    if previous_run_dir is not None:
+        mounts.append(Mount(str(previous_run_dir), container_run_dir(previous_run_dir.name), read_only=True))
+    full_env = {
         "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
-        "DAD_RUN_ID": ctx.run_id,
-        "DAD_RUN_DIR": container_run_dir(ctx.run_id),
+        "DAD_RUN_DIR": container_run_dir(dir_name),
         # an allow-list: nothing of the host's environment reaches the run unless the policy names it
         **{name: os.environ[name] for name in policy.env_allow if name in os.environ},
         **policy.env,
+        **(env or {}),
     }
-    if request is not None:
-        env[REQUEST_ENV] = json.dumps(request)
-    labels = {
-        _labels.RUN_ID: ctx.run_id,
+    all_labels = {
         _labels.DEADLINE: f"{deadline:.3f}",
-        _labels.RUN_DIR: str(ctx.run_dir),
+        _labels.RUN_DIR: str(run_dir),
         _labels.VERSION: __version__,
         **_labels.supervisor_identity(),
+        **(labels or {}),
     }
     return ContainerSpec(
         image=policy.image_ref,
         command=tuple(command),
-        labels=labels,
-        env=env,
+        labels=all_labels,
+        env=full_env,
         user=user.docker_user,
-        working_dir=container_run_dir(ctx.run_id),
+        working_dir=container_run_dir(dir_name),
         mounts=tuple(mounts),
         tmpfs={path: f"size={size},mode=1777" for path, size in policy.tmpfs.items()},
         cpus=policy.cpus,
@@ -78,4 +112,5 @@ def build_spec(
         init=policy.init,
         runtime=policy.runtime,
         ulimits={"fsize": policy.max_file_size} if policy.max_file_size else {},
+        stdin_open=stdin_open,
     )

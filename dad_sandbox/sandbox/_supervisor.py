@@ -12,8 +12,11 @@ supervisor died and that a later supervisor re-attaches to (:meth:`RunSupervisor
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +41,8 @@ from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._output import Observer, OutputSink
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
-from dad_sandbox.sandbox._spec import build_spec
+from dad_sandbox.sandbox._pool import Slot, pointer_file
+from dad_sandbox.sandbox._spec import REQUEST_ENV, build_spec, container_env_params
 from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
@@ -76,7 +80,8 @@ class _Watch:
     cpu_ns: int | None = None
     samples: int = 0
     run_dir_bytes: int | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    pump: asyncio.Task[Any] | None = None  # the output stream; drained, never cancelled first
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # monitor, import warm-up: cancelled at the end
 
 
 class RunSupervisor:
@@ -99,21 +104,33 @@ class RunSupervisor:
                 "make a new RunContext and call setup_run() for another run"
             )
         try:
-            image_id = await self.engine.image_id(policy.image_ref)
             engine_info = await self.engine.info()
         except EngineError as exc:
             ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
             raise
         user = _ownership.resolve_user(policy.user)
         _ownership.prepare(ctx.run_dir, user)
-        with _safe_fs.opened_dir(ctx.run_dir, TRACE_DIR) as fd:
-            _safe_fs.write_atomic(fd, POLICY_FILE, (policy.model_dump_json(indent=2) + "\n").encode())
         deadline = time.time() + policy.timeout
         spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=launch.request)
+        self._record_start(launch, engine_info, deadline)
+        try:
+            cid = await self.engine.create(spec)
+        except BaseException as exc:
+            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
+            _ownership.reclaim(ctx.run_dir, user)
+            raise
+        watch = _Watch(cid, launch.component, user, deadline)
+        return await self._supervise(watch, spec=spec)
+
+    def _record_start(self, launch: Launch, engine_info: dict[str, Any], deadline: float, **extra: Any) -> None:
+        """Save the effective policy beside the run and record what is about to run, and where."""
+        ctx, policy = self.ctx, self.policy
+        with _safe_fs.opened_dir(ctx.run_dir, TRACE_DIR) as fd:
+            _safe_fs.write_atomic(fd, POLICY_FILE, (policy.model_dump_json(indent=2) + "\n").encode(), durable=False)
+        identity = _labels.supervisor_identity()
         ctx.record(
             execution="isolated",
             image=policy.image_ref,
-            image_id=image_id,
             runtime=policy.runtime,
             engine={k: engine_info.get(k) for k in ("engine", "version", "api_version", "kernel")},
             policy_name=policy.name,
@@ -122,21 +139,43 @@ class RunSupervisor:
             command=None if launch.component else launch.command,
             component=launch.component,
             supervisor={
-                "host": spec.labels[_labels.SUPERVISOR_HOST],
-                "pid": int(spec.labels[_labels.SUPERVISOR_PID]),
+                "host": identity[_labels.SUPERVISOR_HOST],
+                "pid": int(identity[_labels.SUPERVISOR_PID]),
                 "deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
             },
+            **extra,
         )
         log.info("run starting", run_id=ctx.run_id, image=policy.image_ref, policy=policy.name)
+
+    async def run_pooled(self, slot: Slot, launch: Launch) -> RunResult:
+        """Dispatch the run to a warm-pool container whose slot dir became this run's dir."""
+        ctx = self.ctx
+        t0 = time.perf_counter()
+        deadline = time.time() + self.policy.timeout
+        pointer = pointer_file(ctx.run_root, slot.slot_id)
+        pointer.write_text(str(ctx.run_dir))  # .pool is host-only: no container mounts it
+        self._record_start(launch, await self.engine.info(), deadline, container_id=slot.container_id,
+                           warm_pool_slot=slot.slot_id)
+        env = {"DAD_RUN_ID": ctx.run_id}
+        if launch.request is not None:
+            env[REQUEST_ENV] = json.dumps({**launch.request, "env_params": container_env_params(ctx, slot.slot_id)})
+        watch = _Watch(slot.container_id, launch.component, slot.user, deadline)
         try:
-            cid = await self.engine.create(spec)
+            await self.engine.write_stdin(slot.stdin, (json.dumps({"argv": launch.command, "env": env}) + "\n").encode())
         except BaseException as exc:
-            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
-            _ownership.reclaim(ctx.run_dir, user)
-            raise
-        ctx.record(container_id=cid)
-        watch = _Watch(cid, launch.component, user, deadline)
-        return await self._supervise(watch, spec=spec)
+            watch.failure = exc
+        dispatched = time.perf_counter() - t0
+        try:
+            self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC), dispatch_seconds=round(dispatched, 6))
+        except (UnsafePathError, OSError) as exc:
+            log.warning("could not write metadata while the run goes", run_id=ctx.run_id, error=str(exc))
+        try:
+            if watch.failure is not None:  # the waiter never got its run: finalize as an engine failure
+                return await self._supervise(watch, spec=None, already_running=False, slot=slot)
+            return await self._supervise(watch, spec=None, already_running=True, slot=slot)
+        finally:
+            with contextlib.suppress(OSError):
+                pointer.unlink()
 
     async def resume(self, state: ContainerState) -> RunResult:
         """Re-attach to a container whose supervisor died: enforce its stored deadline, then finalize.
@@ -144,9 +183,11 @@ class RunSupervisor:
         Output the container wrote while nobody was attached is not recovered (the engine keeps no
         copy, by design: it would be an unbounded file on the host); what was captured before stays.
         """
+        stored = (self.ctx.metadata.supervisor or {}).get("deadline")
         try:
-            deadline = float(state.labels.get(_labels.DEADLINE, "0"))
-        except ValueError:
+            # the deadline recorded at dispatch (a warm-pool container's label only bounds its idle time)
+            deadline = datetime.fromisoformat(stored).timestamp() if stored else float(state.labels[_labels.DEADLINE])
+        except (KeyError, ValueError):
             deadline = 0.0
         user = _ownership.resolve_user(self.policy.user)
         watch = _Watch(state.id, self.ctx.metadata.component, user, deadline)
@@ -159,14 +200,26 @@ class RunSupervisor:
 
     # ------------------------------------------------------------------ watching
 
-    async def _supervise(self, watch: _Watch, *, spec: ContainerSpec | None, already_running: bool = False) -> RunResult:
-        with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
-            logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
-            metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
-        sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
-                          observer=self.observer)
+    async def _supervise(
+        self, watch: _Watch, *, spec: ContainerSpec | None, already_running: bool = False, slot: Slot | None = None
+    ) -> RunResult:
+        # Import the outcome repository code (GitPython, ~50 ms) while the engine starts the
+        # container, instead of after the run when the caller is waiting for its result.
+        if "dad_sandbox.run._outcome" not in sys.modules:
+            watch.tasks.append(asyncio.create_task(asyncio.to_thread(importlib.import_module, "dad_sandbox.run._outcome")))
+        if slot is not None:  # a warm-pool container: output attached and files open since it was made
+            logs_fd, metrics_fd, sink = slot.logs_fd, slot.metrics_fd, slot.sink
+            sink.retarget(self.ctx.run_id, self.observer)
+            watch.pump = slot.pump
+        else:
+            with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
+                logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
+                metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
+            sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
+                              observer=self.observer)
         try:
-            await self._watch(watch, sink, metrics_fd, start=spec is not None, running=already_running or spec is not None)
+            await self._watch(watch, sink, metrics_fd, start=spec is not None,
+                              running=already_running or spec is not None, attach=slot is None)
         except asyncio.CancelledError:
             watch.cancelled = True
             raise
@@ -189,14 +242,16 @@ class RunSupervisor:
                 raise asyncio.CancelledError
         return finalizer.result()
 
-    async def _watch(self, watch: _Watch, sink: OutputSink, metrics_fd: int, *, start: bool, running: bool) -> None:
+    async def _watch(
+        self, watch: _Watch, sink: OutputSink, metrics_fd: int, *, start: bool, running: bool, attach: bool = True
+    ) -> None:
         cid = watch.container_id
-        if running:
+        if running and attach:
             await self._attach(watch, sink)
         if start:
             await self.engine.start(cid)
             try:
-                self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC))
+                self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC), container_id=cid)
             except (UnsafePathError, OSError) as exc:
                 # the run is tampering with its run dir already; the final write happens when it is gone
                 log.warning("could not write metadata while the run goes", run_id=self.ctx.run_id, error=str(exc))
@@ -215,7 +270,7 @@ class RunSupervisor:
         pump = asyncio.create_task(
             self.engine.stream_output(watch.container_id, sink, on_attached=lambda: loop.call_soon_threadsafe(attached.set))
         )
-        watch.tasks.insert(0, pump)
+        watch.pump = pump
         waiter = asyncio.create_task(attached.wait())
         done, _ = await asyncio.wait({pump, waiter}, timeout=ATTACH_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -228,6 +283,9 @@ class RunSupervisor:
         """Sample resource use into metrics.jsonl and enforce the run-dir quota, every interval."""
         interval = self.policy.metrics_interval or 1.0
         quota = self.policy.disk_quota
+        # The first sample waits a little: most short runs are over by then, and a stats call
+        # racing container start costs the engine (2 cores) more than the sample is worth.
+        await asyncio.sleep(min(interval, 0.2))
         while True:
             sample = await self.engine.stats(watch.container_id) if self.policy.metrics_interval else None
             if sample is not None:
@@ -257,7 +315,7 @@ class RunSupervisor:
     async def _finalize(self, watch: _Watch, sink: OutputSink, logs_fd: int, metrics_fd: int) -> RunResult:
         ctx, engine, cid = self.ctx, self.engine, watch.container_id
         problems: list[str] = []
-        for task in watch.tasks[1:]:
+        for task in watch.tasks:
             task.cancel()
         if watch.cancelled or (watch.failure is not None and not watch.engine_lost):
             await self._quietly(engine.kill(cid), problems)
@@ -310,18 +368,23 @@ class RunSupervisor:
             status=status,
             reason=reason,
             error=error,
+            container_id=cid,
+            image_id=state.image_id if state else None,
             exit_code=state.exit_code if state else None,
             output=output,
             resources=resources,
             collection={name: rep.to_json() for name, rep in collection.items()},
             tampering=tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
         )
-        await asyncio.to_thread(ctx.commit_outcomes)
+        async def remove() -> None:
+            try:
+                await engine.remove(cid)
+            except DadSandboxError as exc:
+                log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
+
+        # The final status is on disk; committing outcomes and removing the container are independent.
+        await asyncio.gather(asyncio.to_thread(ctx.commit_outcomes), remove())
         md = ctx.metadata
-        try:
-            await engine.remove(cid)
-        except DadSandboxError as exc:
-            log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
         log.info("run finished", run_id=ctx.run_id, status=md.status.value, reason=md.reason,
                  duration_seconds=md.duration_seconds)
         nodes = [
@@ -356,13 +419,13 @@ class RunSupervisor:
                 return None
 
     async def _drain_output(self, watch: _Watch, problems: list[str]) -> None:
-        if not watch.tasks:
+        if watch.pump is None:
             return
-        _, pending = await asyncio.wait(watch.tasks[:1], timeout=OUTPUT_DRAIN_TIMEOUT)
+        _, pending = await asyncio.wait([watch.pump], timeout=OUTPUT_DRAIN_TIMEOUT)
         for task in pending:
             task.cancel()
             problems.append("the output stream did not end in time; output may be incomplete")
-        for task in watch.tasks:
+        for task in [watch.pump, *watch.tasks]:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 problems.append(f"output/metrics collection failed: {task.exception()}")
 

@@ -47,6 +47,8 @@ class ContainerSpec:
     init: bool = True
     runtime: str | None = None
     ulimits: dict[str, int] = field(default_factory=dict)
+    #: keep stdin open until the first writer closes it (warm-pool containers receive their run there)
+    stdin_open: bool = False
     #: "none" keeps the engine from storing a second, unbounded copy of the output on the host disk;
     #: the supervisor attaches before start, so nothing is lost.
     log_driver: str | None = "none"
@@ -153,6 +155,18 @@ class Engine(abc.ABC):
         Raises:
             ContainerGone, EngineError
         """
+
+    async def open_stdin(self, container_id: str) -> Any:
+        """Attach to the container's stdin; returns a handle for :meth:`write_stdin`.
+
+        Raises:
+            ContainerGone, EngineError
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot write to a container's stdin")
+
+    async def write_stdin(self, handle: Any, data: bytes) -> None:
+        """Write ``data`` to an attached stdin and close it (the process then reads EOF)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot write to a container's stdin")
 
     @abc.abstractmethod
     async def stats(self, container_id: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -88,14 +89,15 @@ class DockerEngine(Engine):
         self._call_timeout = call_timeout
         self._base_url = base_url
         self._api: docker.APIClient | None = None
+        self._info: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
-    def _client(self, timeout: float | None = None) -> docker.APIClient:
+    def _client(self, timeout: float | None = None, version: str = "auto") -> docker.APIClient:
         kwargs = kwargs_from_env()
         if self._base_url:
             kwargs["base_url"] = self._base_url
         with map_docker_errors("connecting to the Docker engine"):
-            return docker.APIClient(version="auto", timeout=timeout or self._call_timeout, **kwargs)
+            return docker.APIClient(version=version, timeout=timeout or self._call_timeout, **kwargs)
 
     @property
     def api(self) -> docker.APIClient:
@@ -113,6 +115,12 @@ class DockerEngine(Engine):
         return await run_blocking(runner)
 
     async def info(self) -> dict[str, Any]:
+        """Engine facts, asked once per engine object (the version does not change under us)."""
+        if self._info is None:
+            self._info = await self._ask_info()
+        return self._info
+
+    async def _ask_info(self) -> dict[str, Any]:
         version = await self._call("asking the engine for its version", lambda: self.api.version())
         return {
             "engine": "docker",
@@ -160,7 +168,7 @@ class DockerEngine(Engine):
                 host_config=host_config,
                 # network_disabled leaves only `lo`, like mode "none", and starts ~145 ms faster.
                 network_disabled=spec.network == "none",
-                stdin_open=False,
+                stdin_open=spec.stdin_open,
                 tty=False,
             )
             return str(result["Id"])
@@ -220,8 +228,9 @@ class DockerEngine(Engine):
         self, container_id: str, on_output: OutputCallback, *, on_attached: Callable[[], None] | None = None
     ) -> None:
         def pump() -> None:
-            # A client without a read timeout: a quiet container must not end its own output stream.
-            client = self._client(timeout=None)
+            # A client without a read timeout (a quiet container must not end its own output
+            # stream), with the version already negotiated so that making it costs no request.
+            client = self._client(timeout=None, version=self.api.api_version)
             try:
                 with map_docker_errors("streaming the container's output"):
                     frames = client.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
@@ -236,6 +245,26 @@ class DockerEngine(Engine):
                 client.close()
 
         await run_blocking(pump)
+
+    async def open_stdin(self, container_id: str) -> Any:
+        def attach() -> Any:
+            sock = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            return getattr(sock, "_sock", sock)
+
+        return await self._call("attaching to the container's stdin", attach, retry_transient=False)
+
+    async def write_stdin(self, handle: Any, data: bytes) -> None:
+        def write() -> None:
+            try:
+                handle.sendall(data)
+                handle.shutdown(socket.SHUT_WR)
+            finally:
+                handle.close()
+
+        try:
+            await run_blocking(write)
+        except OSError as exc:
+            raise EngineError(f"writing to the container's stdin failed: {exc}") from exc
 
     async def stats(self, container_id: str) -> dict[str, Any] | None:
         def stats() -> dict[str, Any] | None:
