@@ -58,6 +58,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 bench: engine image
+	$(PY) bench/perf_bench.py
 	$(PY) bench/supervisor_bench.py
 
 clean:
