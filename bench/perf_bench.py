@@ -83,6 +83,21 @@ class Bench:
         subprocess.run([*DAD_CLI, "exec", "--json", "--", *CMD], cwd=self.project, check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t
 
+    def dad_cli_served(self) -> float:
+        t = time.perf_counter()
+        subprocess.run([*DAD_CLI, "exec", "--json", "--", *CMD], cwd=self.project, check=True, stdout=subprocess.DEVNULL,
+                       env=self.served_env)
+        return time.perf_counter() - t
+
+    def start_server(self) -> subprocess.Popen[bytes]:
+        sock = self.project / ".bench-sock" / "supervisor.sock"
+        self.served_env = {**os.environ, "DAD_SANDBOX_SOCKET": str(sock)}
+        proc = subprocess.Popen([*DAD_CLI, "serve", "--warm-pool", "untrusted=2"], cwd=self.project, env=self.served_env,
+                                stdout=subprocess.DEVNULL)
+        while not sock.exists():
+            time.sleep(0.05)
+        return proc
+
     def alternate(self, fns: dict[str, Callable[[], float]], runs: int) -> dict[str, list[float]]:
         for fn in fns.values():  # warm up caches, image layers, imports
             fn()
@@ -169,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="fewer runs everywhere (a smoke run)")
+    parser.add_argument("--only", choices=["cold", "warm", "throughput", "deadline", "scaling"], action="append",
+                        help="run only these parts (repeatable)")
     args = parser.parse_args()
     runs = 5 if args.quick else args.runs
     tmp = tempfile.mkdtemp(prefix="dad-bench-")
@@ -178,28 +195,42 @@ def main() -> None:
                                        "kernel": platform.release(), "engine": bench.api.version().get("Version"),
                                        "storage": info.get("Driver"), "cgroup": info.get("CgroupVersion"),
                                        "dad_sandbox": __version__, "image": IMAGE}}
-    print(f"cold path: {runs} runs each, alternating ...", file=sys.stderr)
-    cold = bench.alternate({"docker_cli": bench.docker_cli, "docker_sdk": bench.docker_sdk,
-                            "dad_run_command": bench.dad_cold, "dad_cli_exec": bench.dad_cli}, runs)
-    out["cold"] = {k: summary(v) for k, v in cold.items()}
-    med = {k: statistics.median(v) for k, v in cold.items()}
-    out["ratios"] = {"run_command_vs_sdk": round(med["dad_run_command"] / med["docker_sdk"], 3),
-                     "cli_exec_vs_docker_run": round(med["dad_cli_exec"] / med["docker_cli"], 3)}
-    print("warm pool ...", file=sys.stderr)
-    out["warm_pool"] = bench.warm_pool(runs)
-    print("throughput ...", file=sys.stderr)
-    n = 40 if args.quick else 200
-    out["throughput_runs_per_s"] = {
-        str(c): {"docker_sdk": round(bench.docker_throughput(c, n), 2),
-                 "dad_cold": round(bench.throughput(c, n, warm=False), 2),
-                 "dad_warm": round(bench.throughput(c, n, warm=True), 2)} for c in (1, 4, 8, 16)}
-    print("deadline precision ...", file=sys.stderr)
-    out["deadline_late"] = bench.deadline_precision(5 if args.quick else 30)
-    print("scaling ...", file=sys.stderr)
-    out["scaling"] = bench.scaling([1, 10] if args.quick else [1, 10, 25, 50, 100])
+    parts = set(args.only or ["cold", "warm", "throughput", "deadline", "scaling"])
+    if "cold" in parts:
+        print(f"cold path: {runs} runs each, alternating ...", file=sys.stderr)
+        server = bench.start_server()
+        try:
+            cold = bench.alternate({"docker_cli": bench.docker_cli, "docker_sdk": bench.docker_sdk,
+                                    "dad_run_command": bench.dad_cold, "dad_cli_exec": bench.dad_cli,
+                                    "dad_cli_exec_served": bench.dad_cli_served}, runs)
+        finally:
+            server.terminate()
+            server.wait()
+        out["cold"] = {k: summary(v) for k, v in cold.items()}
+        med = {k: statistics.median(v) for k, v in cold.items()}
+        out["ratios"] = {"run_command_vs_sdk": round(med["dad_run_command"] / med["docker_sdk"], 3),
+                         "cli_exec_vs_docker_run": round(med["dad_cli_exec"] / med["docker_cli"], 3),
+                         "cli_exec_served_vs_docker_run": round(med["dad_cli_exec_served"] / med["docker_cli"], 3)}
+    if "warm" in parts:
+        print("warm pool ...", file=sys.stderr)
+        out["warm_pool"] = bench.warm_pool(runs)
+    if "throughput" in parts:
+        print("throughput ...", file=sys.stderr)
+        n = 40 if args.quick else 200
+        out["throughput_runs_per_s"] = {
+            str(c): {"docker_sdk": round(bench.docker_throughput(c, n), 2),
+                     "dad_cold": round(bench.throughput(c, n, warm=False), 2),
+                     "dad_warm": round(bench.throughput(c, n, warm=True), 2)} for c in (1, 4, 8, 16)}
+    if "deadline" in parts:
+        print("deadline precision ...", file=sys.stderr)
+        out["deadline_late"] = bench.deadline_precision(5 if args.quick else 30)
+    if "scaling" in parts:
+        print("scaling ...", file=sys.stderr)
+        out["scaling"] = bench.scaling([1, 10] if args.quick else [1, 10, 25, 50, 100])
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
-    (results / "perf.json").write_text(json.dumps(out, indent=2))
+    name = "perf.json" if not args.only else f"perf-{'-'.join(sorted(parts))}.json"
+    (results / name).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
 
 

@@ -70,9 +70,9 @@ def _echo_json(data: Any) -> None:
 
 def _print_output(run_dir: Path) -> None:
     """Replay the run's captured stdout/stderr (already capped by the policy)."""
-    from dad_sandbox.run._runs import iter_jsonl
+    from dad_sandbox._client import read_jsonl
 
-    for _, rec in iter_jsonl(run_dir, "logs.jsonl"):
+    for rec in read_jsonl(run_dir / ".trace" / "logs.jsonl"):
         if rec.get("source") != "container":
             continue
         stream = sys.stderr if rec.get("stream") == "stderr" else sys.stdout
@@ -80,34 +80,35 @@ def _print_output(run_dir: Path) -> None:
     sys.stdout.flush()
 
 
-def _print_summary(result: Any) -> None:
+def _print_summary(summary: dict[str, Any]) -> None:
     err = sys.stderr
+    ok = summary["status"] == "completed"
     click.echo("", err=True)
-    click.echo(f"run      {result.run_id}", err=True)
-    status = result.status.value + (f" ({result.reason})" if result.reason else "")
-    click.secho(f"status   {status}", fg="green" if result.ok else "red", bold=True, file=err)
-    if result.exit_code is not None:
-        click.echo(f"exit     {result.exit_code}", err=True)
-    if result.duration_seconds is not None:
-        click.echo(f"duration {result.duration_seconds:.3f}s", err=True)
-    click.echo(f"run dir  {result.run_dir}", err=True)
-    for node in result.nodes:
+    click.echo(f"run      {summary['run_id']}", err=True)
+    status = summary["status"] + (f" ({summary['reason']})" if summary.get("reason") else "")
+    click.secho(f"status   {status}", fg="green" if ok else "red", bold=True, file=err)
+    if summary.get("exit_code") is not None:
+        click.echo(f"exit     {summary['exit_code']}", err=True)
+    if summary.get("duration_seconds") is not None:
+        click.echo(f"duration {summary['duration_seconds']:.3f}s", err=True)
+    click.echo(f"run dir  {summary['run_dir']}", err=True)
+    for node in summary.get("nodes") or []:
         out = json.dumps(node.get("output"), default=str)
         out = out if len(out) <= 100 else out[:97] + "..."
         click.echo(f"  node {node['hierarchy_path']:<32} {node['status']:<10} {out}", err=True)
-    if result.error and not result.ok:
+    if summary.get("error") and not ok:
         click.secho("error:", fg="red", file=err)
-        click.echo("  " + "\n  ".join(result.error.strip().splitlines()[-25:]), err=True)
+        click.echo("  " + "\n  ".join(str(summary["error"]).strip().splitlines()[-25:]), err=True)
 
 
-def _finish(result: Any, as_json: bool, *, show_output: bool) -> None:
+def _finish(summary: dict[str, Any], as_json: bool, *, show_output: bool) -> None:
     if as_json:
-        _echo_json(result.summary())
+        _echo_json(summary)
     else:
         if show_output:
-            _print_output(result.run_dir)
-        _print_summary(result)
-    sys.exit(EXIT_CODES.get(result.status.value, 1))
+            _print_output(Path(summary["run_dir"]))
+        _print_summary(summary)
+    sys.exit(EXIT_CODES.get(summary["status"], 1))
 
 
 def _run_root(run_root: Path | None) -> Path:
@@ -151,13 +152,38 @@ def main(verbose: bool) -> None:
 @_guard
 def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json: bool, run_id_prefix: str | None,
              argv: tuple[str, ...]) -> None:
+    if run_root is None and os.environ.get("DAD_SANDBOX_NO_SERVER") != "1":
+        _served_exec(list(argv), policy, timeout, run_id_prefix, as_json)  # returns only if no server serves it
     from dad_sandbox._progress import Progress
     from dad_sandbox.sync import exec_command
 
     with Progress(f"exec {argv[0]}", quiet=as_json or not sys.stderr.isatty()) as progress:
         result = exec_command(list(argv), policy=policy, timeout=timeout, project_root=Path.cwd(),
                               run_root=_run_root(run_root), run_id_prefix=run_id_prefix, on_event=progress.observe)
-    _finish(result, as_json, show_output=True)
+    _finish(result.summary(), as_json, show_output=True)
+
+
+def _served_exec(argv: list[str], policy: str, timeout: float | None, prefix: str | None, as_json: bool) -> None:
+    """Run through a resident ``dad-sandbox serve`` for this project, if one listens; exits when done."""
+    from dad_sandbox._client import Unserved, served_exec
+
+    policy_ref = str(Path(policy).resolve()) if ("/" in policy or policy.endswith(".toml")) else policy
+    request = {"argv": argv, "policy": policy_ref, "timeout": timeout, "prefix": prefix, "project_root": str(Path.cwd())}
+    run_id = None
+    try:
+        for answer in served_exec(request):
+            if "run_id" in answer:
+                run_id = answer["run_id"]
+            elif "result" in answer:
+                _finish(answer["result"], as_json, show_output=True)
+    except Unserved:
+        if run_id is None:
+            return
+        raise
+    except KeyboardInterrupt:  # the server cancels the run when we go away
+        click.echo(f"\ncancelled run {run_id}", err=True)
+        sys.exit(EXIT_CODES["cancelled"])
+    raise SandboxError(f"the supervisor ended the connection before run {run_id} finished; see 'dad-sandbox runs show {run_id}'")
 
 
 def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
@@ -170,7 +196,7 @@ def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
     else:
         with Progress(label) as progress:
             result = run_component(reference, on_event=progress.observe, **kwargs)
-    _finish(result, as_json, show_output=False)
+    _finish(result.summary(), as_json, show_output=False)
 
 
 @main.command("run", help=f"Run the component MODULE:ATTRIBUTE (importable from --project-root) in a container.\n\n{EXIT_HELP}")
@@ -214,6 +240,34 @@ def rerun_cmd(run_id: str, start: str, policy: str, timeout: float | None, run_r
 
 
 # ---------------------------------------------------------------------------- runs
+
+
+@main.command("serve", help="Keep a supervisor (with a warm pool) running for this project; "
+                            "'dad-sandbox exec' then runs through it instead of starting cold.")
+@click.option("--warm-pool", "pools", multiple=True, metavar="POLICY=SIZE", default=["untrusted=2"], show_default=True,
+              help="Containers kept started ahead, per policy (repeatable; SIZE 0 for none).")
+@click.option("--max-parallel", type=int, default=8, show_default=True)
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Unix socket [default: $DAD_SANDBOX_SOCKET or /tmp/dad-sandbox-<uid>/supervisor.sock].")
+@_run_root_opt
+@_guard
+def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | None, run_root: Path | None) -> None:
+    import asyncio
+
+    from dad_sandbox._client import default_socket_path
+    from dad_sandbox.sandbox import Supervisor
+    from dad_sandbox.sandbox._server import SupervisorServer
+
+    warm: dict[str, int] = {}
+    for item in pools:
+        name, sep, size = item.partition("=")
+        if not sep or not size.isdigit():
+            raise click.BadParameter(f"{item!r}: use POLICY=SIZE, e.g. untrusted=2", param_hint="--warm-pool")
+        if int(size):
+            warm[name] = int(size)
+    supervisor = Supervisor(project_root=Path.cwd(), run_root=_run_root(run_root), max_parallel=max_parallel,
+                            warm_pool=warm)
+    asyncio.run(SupervisorServer(supervisor, socket_path or default_socket_path()).serve_forever())
 
 
 @main.group("runs", help="Inspect runs: ls, show, logs, trace, diff, export-otlp.")

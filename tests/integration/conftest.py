@@ -55,6 +55,11 @@ def labelled(api, run_id: str | None = None) -> set[str]:
     return {c["Id"] for c in api.containers(all=True, filters={"label": selector})}
 
 
+def container_exists(api, container_id: str | None) -> bool:
+    """Whether a container with this id is still on the engine (running or not)."""
+    return bool(container_id) and bool(api.containers(all=True, filters={"id": container_id}))
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_containers(docker_api) -> Iterator[None]:
     """Every integration test must leave no container of ours behind."""

@@ -13,7 +13,7 @@ from dad_sandbox import RunStatus, Supervisor
 from dad_sandbox.run import read_metadata
 from dad_sandbox.sandbox import OrphanAction
 
-from .conftest import labelled, wait_for_status
+from .conftest import container_exists, labelled, wait_for_status
 
 
 def test_pooled_runs_use_each_container_once(project: Path, docker_api) -> None:
@@ -39,7 +39,7 @@ def test_pooled_runs_use_each_container_once(project: Path, docker_api) -> None:
     assert [n["status"] for n in comp.nodes] == ["completed"] * 3
     assert (comp.run_dir / "executed.log").read_text().split() == ["counted.main.a", "counted.main.b", "counted.main.c"]
     assert not any((project / "runs" / ".pool").iterdir())
-    assert labelled(docker_api) == set() or all(labelled(docker_api, r.run_id) == set() for r in results)
+    assert not any(container_exists(docker_api, r.metadata.container_id) for r in [*results, comp])
 
 
 def test_pooled_run_deadline_and_failure(project: Path) -> None:
@@ -73,7 +73,7 @@ def test_pooled_run_cancel(project: Path, docker_api) -> None:
 
     handle = asyncio.run(go())
     md = read_metadata(handle.run_dir)
-    assert md.status == "cancelled" and labelled(docker_api, md.container_id) == set()
+    assert md.status == "cancelled" and md.container_id and not container_exists(docker_api, md.container_id)
 
 
 SCRIPT = """

@@ -1,0 +1,76 @@
+"""The thin client side of ``dad-sandbox serve``: stdlib only, so ``dad-sandbox exec`` starts fast.
+
+Everything here must stay importable without pydantic, the Docker SDK or GitPython: the point of
+the resident supervisor is that the command-line process pays for none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MAX_LOG_BYTES = 256 << 20
+
+
+def default_socket_path() -> Path:
+    """``$DAD_SANDBOX_SOCKET``, or a per-user socket in a private directory under /tmp."""
+    env = os.environ.get("DAD_SANDBOX_SOCKET")
+    if env:
+        return Path(env)
+    return Path(f"/tmp/dad-sandbox-{os.getuid()}") / "supervisor.sock"
+
+
+class Unserved(Exception):
+    """No resident supervisor serves this request; the caller runs it in-process instead."""
+
+
+def served_exec(request: dict[str, Any], *, socket_path: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Send an exec request to the resident supervisor; yield its answers (run, then result).
+
+    Raises:
+        Unserved: no supervisor listens, it serves another project, or it refused the request
+            before creating a run.
+    """
+    path = socket_path or default_socket_path()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise Unserved(f"no supervisor at {path}") from exc
+        sock.settimeout(None)
+        sock.sendall((json.dumps({"op": "exec", **request}) + "\n").encode())
+        stream = sock.makefile("rb")
+        first = True
+        for line in stream:
+            answer = json.loads(line)
+            if first and "error" in answer:
+                raise Unserved(str(answer["error"]))
+            first = False
+            yield answer
+    finally:
+        sock.close()
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """JSON-object lines of a run's file, opened without following links, bounded, bad lines skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        for line in fh.read(MAX_LOG_BYTES).splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
