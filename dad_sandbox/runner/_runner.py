@@ -29,12 +29,10 @@ from pydantic import BaseModel, ValidationError
 from dad_sandbox._logging import get_logger
 from dad_sandbox.dsl import (
     AgentDefinition,
-    CommandNode,
     Conditional,
     FileNode,
     FlowDefinition,
     ForEach,
-    FunctionNode,
     Node,
     NodeContext,
     Subflow,
