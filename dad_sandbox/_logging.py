@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -49,7 +49,7 @@ def get_logger(name: str) -> Any:
     return _Logger(name)
 
 
-def configure_logging(*, json: bool | None = None, stream: IO[str] | None = None, level: str = "info") -> None:
+def configure_logging(*, json: bool | None = None, stream: TextIO | None = None, level: str = "info") -> None:
     """Configure structlog for a process: console renderer on a TTY, JSON lines otherwise."""
     stream = stream or sys.stderr
     if json is None:

@@ -314,25 +314,23 @@ def static_paths(component: Component) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
 
+    def children(element: Any) -> list[tuple[str, Any]]:
+        """``(path segment(s), child)`` pairs below an element, in order."""
+        if isinstance(element, AgentDefinition | FlowDefinition):
+            return [(c.id, c) for c in element.elements]
+        if isinstance(element, Subflow):
+            return [(c.id, c) for c in element.flow.elements]
+        if isinstance(element, ForEach):
+            return [(f"iter_N.{c.id}", c) for c in element.body.elements]
+        if isinstance(element, Conditional):
+            branches = (("is_true", element.if_true), ("is_false", element.if_false))
+            return [(f"{name}.{c.id}", c) for name, flow in branches if flow is not None for c in flow.elements]
+        return []
+
     def walk(element: Any, path: str) -> None:
         out[path] = element
-        if isinstance(element, AgentDefinition):
-            for child in element.elements:
-                walk(child, f"{path}.{child.id}")
-        elif isinstance(element, FlowDefinition):
-            for child in element.elements:
-                walk(child, f"{path}.{child.id}")
-        elif isinstance(element, Subflow):
-            for child in element.flow.elements:
-                walk(child, f"{path}.{child.id}")
-        elif isinstance(element, ForEach):
-            for child in element.body.elements:
-                walk(child, f"{path}.iter_N.{child.id}")
-        elif isinstance(element, Conditional):
-            for branch, flow in (("is_true", element.if_true), ("is_false", element.if_false)):
-                if flow is not None:
-                    for child in flow.elements:
-                        walk(child, f"{path}.{branch}.{child.id}")
+        for segment, child in children(element):
+            walk(child, f"{path}.{segment}")
 
     walk(component, component.id)
     return out

@@ -9,6 +9,7 @@ kept.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -39,6 +40,39 @@ def _valid_metric(obj: Any) -> dict[str, Any] | None:
     unit = obj.get("unit")
     return {"name": name, "value": value, "unit": unit if isinstance(unit, str) else None,
             "attributes": {str(k)[:200]: v for k, v in list(attrs.items())[:50] if isinstance(v, str | int | float | bool)}}
+
+
+ATTACH_TIMEOUT = 30.0
+
+
+async def attach_output(engine: Any, container_id: str, sink: OutputSink, *, pump_holder: Callable[[Any], None]) -> Any:
+    """Start streaming a container's output into ``sink`` and return once the stream is attached.
+
+    The pump task is handed to ``pump_holder`` as soon as it exists (so the caller can drain or
+    cancel it even if attaching fails). Starting the container only after this returns means no
+    output is lost, although the engine keeps no copy of it.
+
+    Raises:
+        EngineError: the stream failed, or was not attached within :data:`ATTACH_TIMEOUT`.
+    """
+    from dad_sandbox.errors import EngineError
+
+    loop = asyncio.get_running_loop()
+    attached = asyncio.Event()
+
+    def on_attached() -> None:  # called from the pump's worker thread
+        loop.call_soon_threadsafe(attached.set)
+
+    pump = asyncio.create_task(engine.stream_output(container_id, sink, on_attached=on_attached))
+    pump_holder(pump)
+    waiter = asyncio.create_task(attached.wait())
+    done, _ = await asyncio.wait({pump, waiter}, timeout=ATTACH_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if pump in done and pump.exception() is not None:
+        raise pump.exception()  # type: ignore[misc]
+    if not done:
+        raise EngineError(f"attaching to the container's output took longer than {ATTACH_TIMEOUT:g}s")
+    return pump
 
 
 class OutputSink:

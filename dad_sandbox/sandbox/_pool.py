@@ -27,7 +27,7 @@ from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.run import _safe_fs
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, STATIC_INPUTS_DIR, TRACE_DIR, TRACE_FILES
 from dad_sandbox.sandbox import _labels, _ownership
-from dad_sandbox.sandbox._output import OutputSink
+from dad_sandbox.sandbox._output import OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._spec import container_spec
 from dad_sandbox.sandbox.engine import Engine
@@ -149,17 +149,14 @@ class WarmPool:
             logs_fd = _safe_fs.open_append(fd, LOGS_FILE)
             metrics_fd = _safe_fs.open_append(fd, METRICS_FILE)
         sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=slot_id, metrics_fd=metrics_fd)
-        loop = asyncio.get_running_loop()
-        attached = asyncio.Event()
-        pump = asyncio.create_task(
-            self.engine.stream_output(cid, sink, on_attached=lambda: loop.call_soon_threadsafe(attached.set))
-        )
+        pumps: list[asyncio.Task[Any]] = []
         try:
-            await asyncio.wait_for(attached.wait(), timeout=30)
+            pump = await attach_output(self.engine, cid, sink, pump_holder=pumps.append)
             await self.engine.start(cid)
             stdin = await self.engine.open_stdin(cid)
         except BaseException:
-            pump.cancel()
+            for task in pumps:
+                task.cancel()
             with contextlib.suppress(DadSandboxError):
                 await self.engine.remove(cid)
             for fd in (logs_fd, metrics_fd):

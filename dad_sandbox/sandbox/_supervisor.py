@@ -38,7 +38,7 @@ from dad_sandbox.run._layout import (
 from dad_sandbox.run._usage import dir_usage
 from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
-from dad_sandbox.sandbox._output import Observer, OutputSink
+from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._pool import Slot, pointer_file
@@ -49,7 +49,6 @@ log = get_logger(__name__)
 
 MAX_REPORT_BYTES = 1 << 20
 OUTPUT_DRAIN_TIMEOUT = 10.0
-ATTACH_TIMEOUT = 30.0
 #: After the engine vanished mid-run, how long to wait for it to come back to read and remove.
 ENGINE_RETURN_TIMEOUT = 30.0
 
@@ -265,19 +264,10 @@ class RunSupervisor:
 
     async def _attach(self, watch: _Watch, sink: OutputSink) -> None:
         """Connect the output stream and wait until it is attached, so no early output is lost."""
-        loop = asyncio.get_running_loop()
-        attached = asyncio.Event()
-        pump = asyncio.create_task(
-            self.engine.stream_output(watch.container_id, sink, on_attached=lambda: loop.call_soon_threadsafe(attached.set))
-        )
-        watch.pump = pump
-        waiter = asyncio.create_task(attached.wait())
-        done, _ = await asyncio.wait({pump, waiter}, timeout=ATTACH_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if pump in done and pump.exception() is not None:
-            raise pump.exception()  # type: ignore[misc]
-        if not done:
-            raise EngineError(f"attaching to the container's output took longer than {ATTACH_TIMEOUT:g}s")
+        def hold(pump: asyncio.Task[Any]) -> None:
+            watch.pump = pump
+
+        await attach_output(self.engine, watch.container_id, sink, pump_holder=hold)
 
     async def _monitor(self, watch: _Watch, metrics_fd: int) -> None:
         """Sample resource use into metrics.jsonl and enforce the run-dir quota, every interval."""
