@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# the runner image built from this checkout's sources (images/build.sh writes its tag)
+TAGGED = DAD_SANDBOX_RUNNER_TAG=$$(cat build/runner-tag 2>/dev/null)
 RUNTIME ?= runc
 
 .PHONY: help run test unit integration security security-doc engine engine-runsc image venv bench clean
@@ -22,14 +24,14 @@ help:
 	@echo "make clean   - remove the virtualenv, build files and ./runs"
 
 run: engine image
-	$(PY) -m examples.hello.run
+	$(TAGGED) $(PY) -m examples.hello.run
 
 # The test suite includes the red-team suite on gVisor, so `test` provisions the runsc runtime too.
 test: engine-runsc image
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(TAGGED) $(PY) -m pytest $(PYTEST_ARGS)
 
 security: engine-runsc image
-	$(PY) -m pytest tests/security $(PYTEST_ARGS)
+	$(TAGGED) $(PY) -m pytest tests/security $(PYTEST_ARGS)
 
 security-doc:
 	$(PY) scripts/security_report.py
@@ -38,7 +40,7 @@ unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 integration: engine image
-	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	$(TAGGED) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 engine:
 	@RUNTIME=$(RUNTIME) bash scripts/engine.sh
@@ -58,8 +60,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 bench: engine image
-	$(PY) bench/perf_bench.py
-	$(PY) bench/supervisor_bench.py
+	$(TAGGED) $(PY) bench/perf_bench.py
+	$(TAGGED) $(PY) bench/supervisor_bench.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache

@@ -26,9 +26,10 @@ import docker
 import structlog
 
 from dad_sandbox import IsolatedExecution, RunContext, Supervisor, __version__, load_policy
+from dad_sandbox.sandbox._policy import runner_tag
 from dad_sandbox.run import read_metadata
 
-IMAGE = f"dad-sandbox-runner:{__version__}"
+IMAGE = f"dad-sandbox-runner:{runner_tag()}"
 CMD = ["true"]
 DAD_CLI = [sys.executable, "-m", "dad_sandbox.cli"]
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))

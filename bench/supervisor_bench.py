@@ -21,10 +21,11 @@ from pathlib import Path
 import docker
 
 from dad_sandbox import RunStatus, Supervisor, __version__
+from dad_sandbox.sandbox._policy import runner_tag
 from dad_sandbox.run import read_metadata
 
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]
-IMAGE = f"dad-sandbox-runner:{__version__}"
+IMAGE = f"dad-sandbox-runner:{runner_tag()}"
 SPAWN = """
 import sys
 from dad_sandbox.sync import exec_command

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dad_sandbox._version import __version__
+from dad_sandbox.sandbox._policy import runner_tag
 from dad_sandbox.errors import DadSandboxError
 
 
@@ -40,7 +41,7 @@ def run_checks(run_root: Path) -> list[Check]:
         runtimes = sorted((info.get("Runtimes") or {}).keys())
         checks.append(Check("runtimes", True, ", ".join(runtimes) + ("" if "runsc" in runtimes else
                                                                       " (gVisor runsc not registered)")))
-        image = f"dad-sandbox-runner:{__version__}"
+        image = f"dad-sandbox-runner:{runner_tag()}"
         try:
             with map_docker_errors("inspecting the runner image"):
                 data = engine.api.inspect_image(image)

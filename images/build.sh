@@ -53,6 +53,8 @@ base_id=$(docker image inspect --format '{{.Id}}' "$base_tag")
 inputs=$(cd "$root" && find dad_sandbox policies -type f \( -name '*.py' -o -name '*.toml' \) | sort)
 runner_hash=$( { echo "$base_id"; cat "$here/runner/Dockerfile" "$root/pyproject.toml"; (cd "$root" && cat $inputs); } | sha256sum | cut -c1-12)
 runner_tag=dad-sandbox-runner:$version-$runner_hash
+mkdir -p "$root/build"
+echo "$version-$runner_hash" > "$root/build/runner-tag"  # make test runs with this exact image
 if ! $force && docker image inspect "$runner_tag" >/dev/null 2>&1; then
   docker tag "$runner_tag" "dad-sandbox-runner:$version"
   log "runner image $runner_tag is up to date (tagged dad-sandbox-runner:$version)"

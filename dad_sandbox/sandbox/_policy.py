@@ -118,8 +118,8 @@ class Policy(BaseModel):
 
     @property
     def image_ref(self) -> str:
-        """The image with ``{version}`` filled in."""
-        return self.image.replace("{version}", __version__)
+        """The image with ``{version}`` filled in (see :func:`runner_tag`)."""
+        return self.image.replace("{version}", runner_tag())
 
     @property
     def hash(self) -> str:
@@ -129,6 +129,16 @@ class Policy(BaseModel):
     def with_overrides(self, **changes: Any) -> Policy:
         """A validated copy with some fields changed (e.g. ``timeout`` from the CLI)."""
         return _validate(self.model_dump() | changes, source="overrides")
+
+
+def runner_tag() -> str:
+    """The tag ``{version}`` stands for: the dad-sandbox version, or ``$DAD_SANDBOX_RUNNER_TAG``.
+
+    Why the override: ``images/build.sh`` also tags each build by its inputs
+    (``<version>-<hash>``) and writes that tag to ``build/runner-tag``; ``make test`` passes it here
+    so that two checkouts testing on one engine each use the image built from their own sources.
+    """
+    return os.environ.get("DAD_SANDBOX_RUNNER_TAG") or __version__
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

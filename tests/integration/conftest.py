@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dad_sandbox._version import __version__
 from dad_sandbox.run import RunStatus, read_metadata
+from dad_sandbox.sandbox._policy import runner_tag
 
-IMAGE = f"dad-sandbox-runner:{__version__}"
+IMAGE = f"dad-sandbox-runner:{runner_tag()}"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -50,9 +50,18 @@ def docker_api():
     api.close()
 
 
-def labelled(api, run_id: str | None = None) -> set[str]:
+def labelled(api, run_id: str | None = None, *, under: Path | None = None) -> set[str]:
+    """Ids of dad-sandbox containers: of one run, or of runs whose run dir is ``under`` a folder.
+
+    Why ``under``: other dad-sandbox runs (a user's, another checkout's tests) may share the
+    engine; a test counts and cleans only what it made, i.e. runs below its own temp folders.
+    """
     selector = f"dad.run_id={run_id}" if run_id else "dad.run_id"
-    return {c["Id"] for c in api.containers(all=True, filters={"label": selector})}
+    found = api.containers(all=True, filters={"label": selector})
+    if under is not None:
+        prefix = str(under).rstrip("/") + "/"
+        found = [c for c in found if (c.get("Labels") or {}).get("dad.run_dir", "").startswith(prefix)]
+    return {c["Id"] for c in found}
 
 
 def container_exists(api, container_id: str | None) -> bool:
@@ -61,11 +70,12 @@ def container_exists(api, container_id: str | None) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_containers(docker_api) -> Iterator[None]:
-    """Every integration test must leave no container of ours behind."""
-    before = labelled(docker_api)
+def no_leaked_containers(docker_api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every integration test must leave no container of its own runs behind."""
+    mine = tmp_path_factory.getbasetemp()
+    before = labelled(docker_api, under=mine)
     yield
-    leaked = labelled(docker_api) - before
+    leaked = labelled(docker_api, under=mine) - before
     for cid in leaked:
         docker_api.remove_container(cid, force=True)
     assert not leaked, f"{len(leaked)} container(s) labelled dad.run_id were left behind"
