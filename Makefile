@@ -62,6 +62,7 @@ $(STAMP): pyproject.toml
 bench: engine image
 	$(TAGGED) $(PY) bench/perf_bench.py
 	$(TAGGED) $(PY) bench/supervisor_bench.py
+	$(TAGGED) $(PY) bench/hostile_bench.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache

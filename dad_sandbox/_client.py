@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-MAX_LOG_BYTES = 256 << 20
 
 
 def default_socket_path() -> Path:
@@ -56,21 +54,3 @@ def served_exec(request: dict[str, Any], *, socket_path: Path | None = None) -> 
             yield answer
     finally:
         sock.close()
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """JSON-object lines of a run's file, opened without following links, bounded, bad lines skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return
-        for line in fh.read(MAX_LOG_BYTES).splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj

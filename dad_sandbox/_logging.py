@@ -49,8 +49,14 @@ def get_logger(name: str) -> Any:
     return _Logger(name)
 
 
-def configure_logging(*, json: bool | None = None, stream: TextIO | None = None, level: str = "info") -> None:
-    """Configure structlog for a process: console renderer on a TTY, JSON lines otherwise."""
+def configure_logging(
+    *, json: bool | None = None, stream: TextIO | None = None, level: str = "info", line_prefix: str = ""
+) -> None:
+    """Configure structlog for a process: console renderer on a TTY, JSON lines otherwise.
+
+    ``line_prefix`` starts every rendered line: the in-container runner marks its records with its
+    run's channel prefix so the host never mistakes a program's own output for them.
+    """
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -62,6 +68,7 @@ def configure_logging(*, json: bool | None = None, stream: TextIO | None = None,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks if json else structlog.dev.set_exc_info,
             renderer,
+            *([lambda _l, _m, line: line_prefix + line] if line_prefix else []),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(stream),

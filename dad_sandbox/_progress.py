@@ -11,6 +11,8 @@ import threading
 import time
 from typing import IO, Any
 
+from dad_sandbox._terminal import printable
+
 _SPIN = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -51,6 +53,7 @@ class Progress:
     def observe(self, record: dict[str, Any]) -> None:
         """An ``on_event`` callback: tracks the node being run."""
         event, node = record.get("event"), (record.get("fields") or {}).get("node")
+        node = printable(str(node)[:200], keep_newlines=False) if node is not None else None  # run data
         with self._lock:
             if event == "node started":
                 self.current = node

@@ -68,15 +68,23 @@ def _echo_json(data: Any) -> None:
 # ---------------------------------------------------------------------------- run output
 
 
-def _print_output(run_dir: Path) -> None:
-    """Replay the run's captured stdout/stderr (already capped by the policy)."""
-    from dad_sandbox._client import read_jsonl
+def _shown(text: Any, stream: Any = None) -> str:
+    """Run data as it may be printed: control sequences escaped when it goes to a terminal."""
+    from dad_sandbox._terminal import printable
 
-    for rec in read_jsonl(run_dir / ".trace" / "logs.jsonl"):
+    text = str(text)
+    return printable(text) if (stream or sys.stdout).isatty() else text
+
+
+def _print_output(run_dir: Path) -> None:
+    """Replay the run's captured stdout/stderr (already capped by the policy), made safe for a terminal."""
+    from dad_sandbox.run._jsonl import iter_jsonl
+
+    for _, rec in iter_jsonl(run_dir, "logs.jsonl"):
         if rec.get("source") != "container":
             continue
         stream = sys.stderr if rec.get("stream") == "stderr" else sys.stdout
-        stream.write(str(rec.get("message", "")) + ("" if rec.get("partial") else "\n"))
+        stream.write(_shown(rec.get("message", ""), stream) + ("" if rec.get("partial") else "\n"))
     sys.stdout.flush()
 
 
@@ -95,10 +103,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for node in summary.get("nodes") or []:
         out = json.dumps(node.get("output"), default=str)
         out = out if len(out) <= 100 else out[:97] + "..."
-        click.echo(f"  node {node['hierarchy_path']:<32} {node['status']:<10} {out}", err=True)
+        click.echo(_shown(f"  node {node['hierarchy_path']:<32} {node['status']!s:<10} {out}", err), err=True)
     if summary.get("error") and not ok:
         click.secho("error:", fg="red", file=err)
-        click.echo("  " + "\n  ".join(str(summary["error"]).strip().splitlines()[-25:]), err=True)
+        click.echo(_shown("  " + "\n  ".join(str(summary["error"]).strip().splitlines()[-25:]), err), err=True)
 
 
 def _finish(summary: dict[str, Any], as_json: bool, *, show_output: bool) -> None:
@@ -334,14 +342,15 @@ def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
         rows.append(("output", f"{md.output.bytes_kept} bytes kept, {md.output.bytes_dropped} dropped"
                                + (" (truncated)" if md.output.truncated else "")))
     for key, value in rows:
-        click.echo(f"{key:<10} {value}")
-    nodes = [s for _, s in iter_jsonl(run_dir, "trace.jsonl") if "dad.node.status" in (s.get("attributes") or {})]
+        click.echo(_shown(f"{key:<10} {value}"))
+    nodes = [s for _, s in iter_jsonl(run_dir, "trace.jsonl") if "dad.node.status" in s["attributes"]]
     for span in nodes:
         a = span["attributes"]
-        click.echo(f"  node {a.get('dad.hierarchy_path', '?'):<34} {a.get('dad.node.status', '?'):<10} "
-                   f"{a.get('dad.duration_seconds', 0):.3f}s")
+        duration = a.get("dad.duration_seconds")
+        duration = f"{duration:.3f}s" if isinstance(duration, int | float) else "?"
+        click.echo(_shown(f"  node {a.get('dad.hierarchy_path', '?')!s:<34} {a.get('dad.node.status', '?')!s:<10} {duration}"))
     if md.error:
-        click.echo("error:\n  " + "\n  ".join(md.error.strip().splitlines()[-25:]))
+        click.echo(_shown("error:\n  " + "\n  ".join(md.error.strip().splitlines()[-25:])))
 
 
 def _format_log(rec: dict[str, Any]) -> str:
@@ -367,13 +376,13 @@ def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -
     offset = 0
     while True:
         for offset, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):  # noqa: B007 - offset is resumed
-            click.echo(json.dumps(rec) if as_json else _format_log(rec))
+            click.echo(json.dumps(rec) if as_json else _shown(_format_log(rec)))
         if not follow or read_metadata(run_dir).status.is_terminal:
             break
         time.sleep(0.3)
     if follow:  # whatever was written between the last read and the final status
         for _, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):
-            click.echo(json.dumps(rec) if as_json else _format_log(rec))
+            click.echo(json.dumps(rec) if as_json else _shown(_format_log(rec)))
 
 
 @runs_group.command("trace", help="Show a run's spans as a tree with durations.")
@@ -389,26 +398,28 @@ def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
         _echo_json(spans)
         return
     children: dict[str | None, list[dict[str, Any]]] = {}
-    ids = {s.get("span_id") for s in spans}
-    for s in sorted(spans, key=lambda s: s.get("start_time_unix_nano") or 0):
-        parent = s.get("parent_span_id") if s.get("parent_span_id") in ids else None
+    ids = {s["span_id"] for s in spans}
+    for s in sorted(spans, key=lambda s: s["start_time_unix_nano"]):
+        parent = s["parent_span_id"] if s["parent_span_id"] in ids and s["parent_span_id"] != s["span_id"] else None
         children.setdefault(parent, []).append(s)
-
-    def show(span: dict[str, Any], depth: int) -> None:
-        attrs = span.get("attributes") or {}
-        dur = ((span.get("end_time_unix_nano") or 0) - (span.get("start_time_unix_nano") or 0)) / 1e9
-        code = (span.get("status") or {}).get("code", "").removeprefix("STATUS_CODE_")
+    if not spans:
+        click.echo("no spans recorded")
+    # Depth-first without recursion; each span id is shown once, so a parent cycle cannot loop.
+    shown: set[str] = set()
+    stack = [(root, 0) for root in reversed(children.get(None, []))]
+    while stack:
+        span, depth = stack.pop()
+        if span["span_id"] in shown:
+            continue
+        shown.add(span["span_id"])
+        attrs = span["attributes"]
+        dur = ((span["end_time_unix_nano"] or 0) - span["start_time_unix_nano"]) / 1e9
+        code = span["status"]["code"].removeprefix("STATUS_CODE_")
         mark = {"OK": "ok", "ERROR": "ERROR", "UNSET": ""}.get(code, code)
         loaded = " (loaded from previous run)" if attrs.get("dad.rerun.loaded_from") else ""
         kind = attrs.get("dad.element.type", "")
-        click.echo(f"{'  ' * depth}{span.get('name')}  {dur * 1000:.1f} ms  {kind}  {mark}{loaded}".rstrip())
-        for child in children.get(span.get("span_id"), []):
-            show(child, depth + 1)
-
-    if not spans:
-        click.echo("no spans recorded")
-    for root in children.get(None, []):
-        show(root, 0)
+        click.echo(_shown(f"{'  ' * min(depth, 40)}{span['name']}  {dur * 1000:.1f} ms  {kind}  {mark}{loaded}".rstrip()))
+        stack.extend((child, depth + 1) for child in reversed(children.get(span["span_id"], [])))
 
 
 @runs_group.command("diff", help="What changed between two runs' outcomes (the outcome repository).")

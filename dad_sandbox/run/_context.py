@@ -22,9 +22,9 @@ from dad_sandbox.run._layout import (
     STATIC_INPUTS_DIR,
     STATIC_INPUTS_FILE,
     TRACE_DIR,
-    TRACE_FILES,
     RunLayout,
     check_element_id,
+    make_run_dir_skeleton,
 )
 from dad_sandbox.run._metadata import RerunInfo, RunMetadata, clip_error, read_metadata, utcnow, write_metadata
 from dad_sandbox.run._static_inputs import StaticInputs
@@ -95,11 +95,7 @@ class RunContext:
                 layout.run_dir.mkdir(mode=0o755)
         except OSError as exc:
             raise RunSetupError(f"cannot create run directory {layout.run_dir}: {exc}") from exc
-        with _safe_fs.opened_dir(layout.run_dir, TRACE_DIR, create=True) as fd:
-            for name in TRACE_FILES:
-                os.close(_safe_fs.open_append(fd, name))
-        with _safe_fs.opened_dir(layout.run_dir, STATIC_INPUTS_DIR, create=True):
-            pass
+        make_run_dir_skeleton(layout.run_dir)
         self._layout = layout
         self._metadata = RunMetadata(
             run_id=run_id,
@@ -348,7 +344,9 @@ class RunContext:
         if run_dir.parent != Path(env.run_root):
             raise RunSetupError(f"run dir {env.run_dir} is not inside run root {env.run_root}")
         dir_name = run_dir.name if run_dir.name != env.run_id else None
-        layout = RunLayout(Path(env.run_root), env.run_id, Path(env.outcome_repo_dir).name, dir_name)
+        trace_dir = Path(env.trace_dir)
+        trace_dir_name = trace_dir.name if trace_dir.parent == run_dir else TRACE_DIR
+        layout = RunLayout(Path(env.run_root), env.run_id, Path(env.outcome_repo_dir).name, dir_name, trace_dir_name)
         ctx._layout = layout
         ctx.static_inputs.load_file(Path(env.run_dir) / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE)
         return ctx

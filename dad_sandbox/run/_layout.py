@@ -6,6 +6,7 @@ One frozen value computes every path, so no other module joins path strings by h
 from __future__ import annotations
 
 import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,10 @@ METRICS_FILE = "metrics.jsonl"
 LOGS_FILE = "logs.jsonl"
 POLICY_FILE = "policy.json"
 RUNNER_REPORT_FILE = "runner_report.json"
+#: The one folder of ``.trace``-like files the container may write: its runner's spans and report.
+#: ``.trace/`` itself and ``static_inputs/`` are mounted read-only into the container; the host
+#: validates what it finds in ``.runner/`` and writes the result into ``.trace/``.
+RUNNER_DIR = ".runner"
 OUTCOME_DIR = "outcome"
 TRACE_FILES = (TRACE_FILE, METRICS_FILE, LOGS_FILE)
 
@@ -49,6 +54,7 @@ class RunLayout:
     run_id: str
     project_name: str
     dir_name: str | None = None
+    trace_dir_name: str = TRACE_DIR  # RUNNER_DIR inside a container, where .trace/ is read-only
 
     @property
     def run_dir(self) -> Path:
@@ -56,7 +62,12 @@ class RunLayout:
 
     @property
     def trace_dir(self) -> Path:
-        return self.run_dir / TRACE_DIR
+        """Where this side writes spans: ``.trace/`` on the host, ``.runner/`` in a container."""
+        return self.run_dir / self.trace_dir_name
+
+    @property
+    def runner_dir(self) -> Path:
+        return self.run_dir / RUNNER_DIR
 
     @property
     def static_inputs_dir(self) -> Path:
@@ -68,7 +79,7 @@ class RunLayout:
 
     @property
     def metadata_file(self) -> Path:
-        return self.trace_dir / METADATA_FILE
+        return self.run_dir / TRACE_DIR / METADATA_FILE
 
     @property
     def outcome_repo_dir(self) -> Path:
@@ -80,3 +91,18 @@ class RunLayout:
         for seg in segments:
             check_element_id(seg, "hierarchy path segment")
         return self.run_dir.joinpath(*segments)
+
+
+def make_run_dir_skeleton(run_dir: Path) -> None:
+    """Create the folders and empty trace files every run dir has (the one place that does).
+
+    ``run_dir`` must exist; nothing in it is followed if it is a link (see ``_safe_fs``).
+    """
+    from dad_sandbox.run import _safe_fs
+
+    with _safe_fs.opened_dir(run_dir, TRACE_DIR, create=True) as fd:
+        for name in TRACE_FILES:
+            os.close(_safe_fs.open_append(fd, name))
+    for folder in (STATIC_INPUTS_DIR, RUNNER_DIR):
+        with _safe_fs.opened_dir(run_dir, folder, create=True):
+            pass

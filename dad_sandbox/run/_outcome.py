@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,12 +28,17 @@ from gitdb.util import hex_to_bin
 from gitdb import IStream, LooseObjectDB
 
 from dad_sandbox.errors import RunError, UnsafePathError
-from dad_sandbox.run import _safe_fs
-from dad_sandbox.run._layout import STATIC_INPUTS_DIR, TRACE_DIR
+from dad_sandbox.run import _hostile, _safe_fs
+from dad_sandbox.run._layout import ELEMENT_ID_RE, STATIC_INPUTS_DIR
 
 MAX_FILE_BYTES = 16 << 20
-MAX_TOTAL_BYTES = 256 << 20
+#: All outcome files of one run together (a run cannot make the host compress gigabytes).
+MAX_TOTAL_BYTES = 64 << 20
 MAX_FILES = 10_000
+#: Folders examined and nesting followed while looking for outcome.json files.
+MAX_WALK_ENTRIES = 200_000
+MAX_DEPTH = 64
+STAGE_BUDGET_SECONDS = 20.0
 _ACTOR = git.Actor("dad-sandbox", "dad-sandbox@localhost")
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "dad-sandbox",
@@ -182,37 +188,104 @@ def _devnull() -> Any:
     return open(os.devnull, "rb")  # noqa: SIM115 - GitPython reads and closes it
 
 
+def _safe_name(name: str) -> bool:
+    """A path part we are willing to put in a git tree: UTF-8, printable, not special, not too long."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return 0 < len(encoded) <= 255 and name not in (".", "..", ".git") and name.isprintable() and "/" not in name
+
+
+def _walk_node_dirs(run_dir: Path, deadline: float) -> Iterator[tuple[tuple[str, ...], int, list[str]]]:
+    """``(rel_parts, dir_fd, file_names)`` of every node folder, depth-first, without following links.
+
+    Node folders are named by element ids, so only such names are descended (the host's and the
+    runner's dot-folders and ``static_inputs`` are not); depth and entries are bounded.
+    """
+    top = _safe_fs.open_dir(run_dir)
+    stack: list[tuple[tuple[str, ...], int]] = [((), top)]
+    entries = 0
+    try:
+        while stack:
+            rel, fd = stack.pop()
+            try:
+                if time.monotonic() > deadline or entries > MAX_WALK_ENTRIES:
+                    continue
+                files, dirs = [], []
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        entries += 1
+                        if entries > MAX_WALK_ENTRIES:
+                            break
+                        if entry.is_dir(follow_symlinks=False):
+                            if ELEMENT_ID_RE.match(entry.name) and (rel or entry.name != STATIC_INPUTS_DIR):
+                                dirs.append(entry.name)
+                        elif entry.name == "outcome.json":
+                            files.append(entry.name)
+                yield rel, fd, files
+                if len(rel) < MAX_DEPTH:
+                    for name in dirs:
+                        try:
+                            stack.append(((*rel, name), _safe_fs.open_dir(fd, name)))
+                        except (OSError, UnsafePathError):
+                            continue
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+    finally:
+        for _, fd in stack:
+            os.close(fd)
+
+
 def _stage_outcomes(run_dir: Path, staging: _TreeBuilder) -> _Staged:
-    """Add outcome.json files and declared outcome files to ``staging`` (bounded, no links)."""
+    """Add outcome.json files and declared outcome files to ``staging`` (bounded, total, no links).
+
+    Whatever the run wrote, this never raises for it: a bad file is skipped and listed, and the
+    good ones are committed.
+    """
     staged = _Staged()
-    for dirpath, dirnames, filenames in os.walk(run_dir, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(run_dir)
-        if rel_dir == Path("."):
-            dirnames[:] = [d for d in dirnames if d not in (TRACE_DIR, STATIC_INPUTS_DIR) and not d.startswith(".")]
-        if "outcome.json" not in filenames:
+    deadline = time.monotonic() + STAGE_BUDGET_SECONDS
+    for rel, fd, files in _walk_node_dirs(run_dir, deadline):
+        if not files:
+            continue
+        where = "/".join(rel) or "."
+        if staged.bytes >= MAX_TOTAL_BYTES or staged.files >= MAX_FILES or time.monotonic() > deadline:
+            staged.skipped.append(f"{where}/outcome.json: outcome size, count or time limit reached")
             continue
         try:
-            with _safe_fs.opened_dir(run_dir, rel_dir) as fd:
-                data, cut = _safe_fs.read_bounded(fd, "outcome.json", MAX_FILE_BYTES)
-                if cut:
-                    staged.skipped.append(f"{rel_dir}/outcome.json: larger than {MAX_FILE_BYTES} bytes")
-                    continue
-                _put(staging, PurePosixPath(*rel_dir.parts, "outcome.json"), data, staged)
-                try:
-                    declared = json.loads(data).get("files") or []
-                except (ValueError, AttributeError):
-                    declared = []
-                for name in declared[:MAX_FILES]:
-                    _stage_declared(fd, rel_dir, str(name), staging, staged)
+            data, cut = _safe_fs.read_bounded(fd, "outcome.json", min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - staged.bytes))
         except (OSError, UnsafePathError) as exc:
-            staged.skipped.append(f"{rel_dir}: {exc}")
+            staged.skipped.append(f"{where}/outcome.json: {exc}")
+            continue
+        if cut:
+            staged.skipped.append(f"{where}/outcome.json: larger than the outcome limits")
+            continue
+        parsed = _hostile.loads_object(data)
+        if isinstance(parsed, _hostile.Rejected):
+            staged.skipped.append(f"{where}/outcome.json: {parsed.reason}")
+            continue
+        _put(staging, PurePosixPath(*rel, "outcome.json"), data, staged)
+        declared = parsed.get("files") or []
+        if not isinstance(declared, list):
+            staged.skipped.append(f"{where}/outcome.json: 'files' is not a list")
+            continue
+        for name in declared[:MAX_FILES]:
+            if isinstance(name, dict):  # {"name": ..., "bytes": ...} as file nodes write it
+                name = name.get("name")
+            if not isinstance(name, str):
+                staged.skipped.append(f"{where}: a declared outcome file name is not a string")
+                continue
+            _stage_declared(fd, rel, name, staging, staged)
     return staged
 
 
-def _stage_declared(node_fd: int, rel_dir: Path, name: str, staging: _TreeBuilder, staged: _Staged) -> None:
-    where = f"{rel_dir}/{name}"
+def _stage_declared(node_fd: int, rel_dir: tuple[str, ...], name: str, staging: _TreeBuilder, staged: _Staged) -> None:
+    where = "/".join((*rel_dir, name[:200]))
     rel = PurePosixPath(name)
-    if rel.is_absolute() or any(p in ("..", "") for p in rel.parts) or rel.name in ("outcome.json",):
+    if (rel.is_absolute() or len(rel.parts) > MAX_DEPTH or not all(_safe_name(p) for p in rel.parts)
+            or rel.name == "outcome.json"):
         staged.skipped.append(f"{where}: not a plain relative file name")
         return
     if staged.bytes >= MAX_TOTAL_BYTES or staged.files >= MAX_FILES:
@@ -220,18 +293,22 @@ def _stage_declared(node_fd: int, rel_dir: Path, name: str, staging: _TreeBuilde
         return
     try:
         with _safe_fs.opened_dir(node_fd, rel.parent) as fd:
-            data, cut = _safe_fs.read_bounded(fd, rel.name, MAX_FILE_BYTES)
+            data, cut = _safe_fs.read_bounded(fd, rel.name, min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - staged.bytes))
     except (OSError, UnsafePathError) as exc:
         staged.skipped.append(f"{where}: {exc}")
         return
     if cut:
-        staged.skipped.append(f"{where}: larger than {MAX_FILE_BYTES} bytes")
+        staged.skipped.append(f"{where}: larger than the outcome limits")
         return
-    _put(staging, PurePosixPath(*rel_dir.parts, *rel.parts), data, staged)
+    _put(staging, PurePosixPath(*rel_dir, *rel.parts), data, staged)
 
 
 def _put(staging: _TreeBuilder, path: PurePosixPath, data: bytes, staged: _Staged) -> None:
-    staging.add(path, data)
+    try:
+        staging.add(path, data)
+    except ValueError as exc:  # a name that is both a file and a folder
+        staged.skipped.append(str(exc))
+        return
     staged.files += 1
     staged.bytes += len(data)
 

@@ -6,18 +6,13 @@ helpers, and one unreadable run never stops a listing.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from dad_sandbox.errors import RunError, UnsafePathError
-from dad_sandbox.run import _safe_fs
+from dad_sandbox.errors import RunError
 from dad_sandbox.run._ids import is_valid_run_id
-from dad_sandbox.run._layout import TRACE_DIR
+from dad_sandbox.run._jsonl import iter_jsonl
 from dad_sandbox.run._metadata import RunMetadata, read_metadata
 
-MAX_JSONL_BYTES = 256 << 20
 
 
 def find_run(run_root: Path, run_id: str) -> Path:
@@ -49,27 +44,3 @@ def list_runs(run_root: Path) -> list[RunMetadata]:
         except (RunError, OSError):
             continue
     return sorted(out, key=lambda m: m.created_at, reverse=True)
-
-
-def iter_jsonl(run_dir: Path, name: str, *, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(offset_after_line, record)`` for each JSON object line of ``.trace/<name>`` from byte ``start``.
-
-    Bad lines are skipped; at most :data:`MAX_JSONL_BYTES` are read. Offsets let a follower resume.
-    """
-    try:
-        with _safe_fs.opened_dir(run_dir, TRACE_DIR) as fd:
-            data, _ = _safe_fs.read_bounded(fd, name, MAX_JSONL_BYTES)
-    except (FileNotFoundError, UnsafePathError):
-        return
-    offset = start
-    view = data[start:]
-    for line in view.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break  # a line still being written
-        offset += len(line)
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            yield offset, obj

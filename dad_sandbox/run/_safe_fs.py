@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,9 +91,7 @@ def write_atomic(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, dura
     tmp = f".{name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_NOFOLLOW, mode, dir_fd=dir_fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         if durable:
             os.fsync(fd)
     finally:
@@ -126,6 +125,36 @@ def _open_regular(dir_fd: int, name: str, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def open_regular(dir_fd: int, name: str) -> int:
+    """Open a regular file for reading, refusing links, FIFOs, devices and directories.
+
+    Raises:
+        UnsafePathError: ``name`` is not a regular file.
+        FileNotFoundError: it does not exist.
+    """
+    return _open_regular(dir_fd, name, os.O_RDONLY)
+
+
+def read_fd_bounded(fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes from an open file, read in chunks (never more held)."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def read_bounded(dir_fd: int, name: str, limit: int) -> tuple[bytes, bool]:
     """Read at most ``limit`` bytes of a regular file; return ``(data, truncated)``.
 
@@ -135,17 +164,9 @@ def read_bounded(dir_fd: int, name: str, limit: int) -> tuple[bytes, bool]:
     """
     fd = _open_regular(dir_fd, name, os.O_RDONLY)
     try:
-        chunks: list[bytes] = []
-        remaining = limit + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
+        data = read_fd_bounded(fd, limit + 1)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     return data[:limit], len(data) > limit
 
 
@@ -200,3 +221,48 @@ def lchown_tree(root: Path, uid: int, gid: int) -> int:
     with contextlib.suppress(FileNotFoundError):
         os.lchown(root, uid, gid)
     return changed
+
+
+def iter_lines(
+    fd: int, *, max_line: int, budget: int, deadline: float | None = None
+) -> Iterator[tuple[bytes | None, int, bool]]:
+    """``(line, length, terminated)`` for each line of ``fd``, reading at most ``budget`` bytes.
+
+    The one line reader for files a run wrote. An over-long line yields ``(None, length, …)`` and
+    is never held whole in memory. A trailing line without a newline is yielded with
+    ``terminated=False``. Stops early (silently) when ``deadline`` (monotonic) passes.
+    """
+    buf = bytearray()
+    skipping = 0
+    read = 0
+    while read < budget:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        chunk = os.read(fd, min(1 << 20, budget - read))
+        if not chunk:
+            break
+        read += len(chunk)
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            piece = chunk[start:] if nl < 0 else chunk[start:nl]
+            if skipping:
+                skipping += len(piece)
+            elif len(buf) + len(piece) > max_line:
+                skipping = len(buf) + len(piece)
+                buf.clear()
+            else:
+                buf += piece
+            if nl < 0:
+                break
+            if skipping:
+                yield None, skipping, True
+                skipping = 0
+            else:
+                yield bytes(buf), len(buf), True
+                buf.clear()
+            start = nl + 1
+    if skipping:
+        yield None, skipping, False
+    elif buf:
+        yield bytes(buf), len(buf), False

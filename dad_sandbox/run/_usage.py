@@ -1,50 +1,178 @@
-"""How much disk a run directory uses, measured without following links.
+"""How much disk a run directory uses, measured without following links, at any depth.
 
-Overlay2 on ext4 gives no per-container disk quota, so the supervisor measures the run dir itself.
-Blocks actually allocated are counted (a sparse file costs what it stores), each inode once (hard
-links are not counted twice), and the walk is bounded by an entry budget so a directory with
-millions of files cannot stall the supervisor.
+Overlay2 on ext4 gives no per-container disk quota, so the supervisor measures the run dir itself,
+and the run is hostile: it may nest folders deeper than PATH_MAX, make a folder unreadable, or
+create millions of entries. So the walk
+
+* is fd-relative (``openat``/``fstatat`` from the parent's descriptor, ``O_NOFOLLOW``): no path
+  string is ever built, so depth is limited only by :data:`MAX_DEPTH` open descriptors, and a
+  folder nested deeper than that makes the measurement *incomplete*;
+* counts blocks actually allocated (a sparse file costs what it stores), each inode once;
+* is bounded by an entry budget and a deadline; running out of either is *incomplete*;
+* with ``repair=True`` gives back search/read permission to folders the host user owns (a run
+  that shares the host's uid can ``chmod 000`` a folder; the owner can always undo that). The
+  chmod goes through an ``O_PATH`` descriptor, so a folder swapped for a link is never followed.
+
+An incomplete walk is treated by the supervisor as over the quota: it fails closed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+#: Folders deeper than this below the run dir are not walked (the measurement is then incomplete).
+MAX_DEPTH = 128
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
 class DirUsage:
+    """Allocated bytes and entries under a folder; ``problem`` says why it is incomplete."""
+
     bytes: int
     entries: int
     complete: bool
+    problem: str | None = None
 
 
-def dir_usage(root: Path, *, max_entries: int = 200_000) -> DirUsage:
-    """Allocated bytes and entry count under ``root``; ``complete`` is False if the budget ran out."""
+def _repair(parent_fd: int, name: str) -> bool:
+    """Give u+rwx back to a folder we own; True if it was a folder of ours and is now fixed."""
+    try:
+        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(pfd)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            return False
+        os.chmod(f"/proc/self/fd/{pfd}", stat.S_IMODE(st.st_mode) | 0o700)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pfd)
+
+
+def _open_child(parent_fd: int, name: str, repair: bool) -> int | None:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM) and repair and _repair(parent_fd, name):
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except OSError:
+                return None
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return -1  # gone or swapped for a non-folder since listed: nothing to count
+        return None
+
+
+def _searchable(fd: int, repair: bool) -> None:
+    """A folder we own but may not read or search (``chmod 0444``/``000``) gets u+rwx back."""
+    if not repair:
+        return
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+
+
+def _list(fd: int) -> list[tuple[str, os.stat_result | None, bool]]:
+    """``(name, lstat, is_dir)`` of every entry of the folder ``fd``.
+
+    Raises:
+        OSError: the folder cannot be listed, or an entry cannot be examined (not just vanished).
+    """
+    out = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            out.append((entry.name, st, st is not None and stat.S_ISDIR(st.st_mode)))
+    return out
+
+
+def dir_usage(
+    root: Path | int,
+    *,
+    max_entries: int = 200_000,
+    budget: float = 10.0,
+    repair: bool = False,
+) -> DirUsage:
+    """Allocated bytes and entry count under ``root`` (a trusted host path, or an open folder fd).
+
+    ``complete`` is False when a folder could not be read, nesting went past :data:`MAX_DEPTH`, the
+    entry budget (``max_entries``) or the time budget (``budget`` seconds) ran out.
+    """
+    deadline = time.monotonic() + budget
     seen: set[tuple[int, int]] = set()
     total = entries = 0
-    stack = [str(root)]
-    while stack:
-        path = stack.pop()
-        try:
-            it = os.scandir(path)
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                entries += 1
-                if entries > max_entries:
-                    return DirUsage(total, entries, False)
+    try:
+        if isinstance(root, int):
+            top = os.dup(root)
+        else:
+            if repair and os.stat(root).st_uid == os.geteuid():
+                os.chmod(root, stat.S_IMODE(os.stat(root).st_mode) | 0o700)  # a host path we trust
+            top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return DirUsage(0, 0, False, f"cannot open the run dir: {exc.strerror}")
+    # Depth-first; one open descriptor per level: (fd, names of sub-folders still to visit).
+    stack: list[tuple[int, list[str]]] = []
+    problem: str | None = None
+    current: int | None = top
+    try:
+        while current is not None or stack:
+            if current is not None:
+                fd, current = current, None
                 try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
-                    continue
-                seen.add(key)
-                total += st.st_blocks * 512
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-    return DirUsage(total, entries, True)
+                    _searchable(fd, repair)
+                    listing = _list(fd)
+                except OSError as exc:
+                    os.close(fd)
+                    problem = f"a folder could not be read ({exc.strerror})"
+                    break
+                subdirs = []
+                for name, st, is_dir in listing:
+                    entries += 1
+                    if entries > max_entries:
+                        problem = f"more than {max_entries} entries"
+                        break
+                    if st is None:
+                        continue
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    total += st.st_blocks * 512
+                    if is_dir:
+                        subdirs.append(name)
+                stack.append((fd, subdirs))
+                if problem:
+                    break
+            if time.monotonic() > deadline:
+                problem = f"the walk took longer than {budget:g}s"
+                break
+            fd, todo = stack[-1]
+            if not todo:
+                os.close(fd)
+                stack.pop()
+                continue
+            if len(stack) > MAX_DEPTH:
+                problem = f"folders nested deeper than {MAX_DEPTH} levels"
+                break
+            child = _open_child(fd, todo.pop(), repair)
+            if child is None:
+                problem = "a folder could not be opened (no permission)"
+                break
+            if child >= 0:
+                current = child
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    return DirUsage(total, entries, problem is None, problem)

@@ -23,22 +23,24 @@ EXIT_FAILED = 1
 EXIT_BAD_REQUEST = 2
 
 
-def _write_report(run_dir: Path, report: dict[str, Any]) -> None:
-    path = run_dir / ".trace" / "runner_report.json"
-    with open(path, "w", encoding="utf-8") as fh:  # pre-created by the host; ours to overwrite
+def _write_report(trace_dir: Path, report: dict[str, Any]) -> None:
+    """The runner's account, in the container's own trace folder (``.runner/``): the host validates it."""
+    with open(trace_dir / "runner_report.json", "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2, default=str)
 
 
 def main() -> int:
     from dad_sandbox._logging import configure_logging
 
-    configure_logging(json=True, stream=sys.stderr)
-    raw = os.environ.get("DAD_RUN_REQUEST")
+    raw = os.environ.pop("DAD_RUN_REQUEST", None)
     if not raw:
         print("dad-sandbox entrypoint: DAD_RUN_REQUEST is not set; this module runs inside a sandbox", file=sys.stderr)
         return EXIT_BAD_REQUEST
     request = json.loads(raw)
-    run_dir = Path(request["env_params"]["run_dir"])
+    # Records for the host carry the run's channel prefix; plain prints of the component do not.
+    prefix = f"\x1edad:{request['channel']} " if request.get("channel") else ""
+    configure_logging(json=True, stream=sys.stderr, line_prefix=prefix)
+    trace_dir = Path(request["env_params"]["trace_dir"])
     try:
         from dad_sandbox.run import RunContext, RunEnvParams
         from dad_sandbox.runner import MetricsEmitter, import_component, runner_for
@@ -51,15 +53,15 @@ def main() -> int:
                                 start_hierarchy_path=request.get("start_hierarchy_path"))
         component = import_component(request["component"])
         runner = runner_for(component, ctx, reference=request["component"])
-        runner.metrics = MetricsEmitter.for_container(ctx.run_id)
+        runner.metrics = MetricsEmitter.for_container(ctx.run_id, prefix)
         runner.validate()
     except Exception as exc:
         error = f"could not load the component: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         print(error, file=sys.stderr)
-        _write_report(run_dir, {"status": "failed", "error": error, "nodes": []})
+        _write_report(trace_dir, {"status": "failed", "error": error, "nodes": []})
         return EXIT_BAD_REQUEST
     result = asyncio.run(runner.execute())
-    _write_report(run_dir, result.to_json())
+    _write_report(trace_dir, result.to_json())
     return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
 
 

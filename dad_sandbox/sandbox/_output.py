@@ -2,9 +2,9 @@
 
 The pump thread hands raw chunks to :class:`OutputSink`, which splits them into lines, writes one
 JSON record per line straight to the file (opened without following links), and keeps only a small
-tail of stderr in memory for error messages. Past the policy's byte cap, output is counted and
-dropped, and a final record says how much. Invalid UTF-8 is replaced, never fatal, and the line is
-kept.
+tail of stderr in memory for error messages. Past the policy's byte cap (counted in bytes written
+to disk), output is counted and dropped, and a final record says how much. Invalid UTF-8 is
+replaced, never fatal, and the line is kept.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dad_sandbox.run import _hostile
 from dad_sandbox.run._metadata import OutputInfo
+from dad_sandbox.runner._metrics import METRIC_KEY
 
 MAX_LINE_BYTES = 64 << 10
 TAIL_BYTES = 8 << 10
-METRIC_KEY = "dad_metric"
 
 #: Receives each structured runner record (``{"event": "node started", "node": …}``) as it arrives.
 Observer = Callable[[dict[str, Any]], None]
@@ -76,42 +77,64 @@ async def attach_output(engine: Any, container_id: str, sink: OutputSink, *, pum
 
 
 class OutputSink:
-    """Turns output chunks into JSONL records on an open file descriptor, under a byte cap."""
+    """Turns output chunks into JSONL records on an open file descriptor, under a byte cap.
+
+    Why the cap counts bytes written, not bytes received: a flood of empty lines is small on the
+    wire but each becomes a JSON record on disk; the host's disk is what the cap protects.
+
+    Runner records (node progress, metrics) are parsed only from lines that carry this run's
+    channel prefix (``\x1edad:<token> ``), which the host hands to the in-container runner in the
+    run request. A plain command run has no channel: its output is data, never parsed. The sink
+    is called from the engine's pump thread and never raises: a line it cannot handle is counted
+    as dropped.
+    """
 
     def __init__(
-        self, fd: int, *, limit: int, run_id: str, metrics_fd: int | None = None, observer: Observer | None = None
+        self, fd: int, *, limit: int, run_id: str, metrics_fd: int | None = None, observer: Observer | None = None,
+        channel: str | None = None,
     ) -> None:
         self._fd = fd
         self._metrics_fd = metrics_fd
         self._observer = observer
         self._limit = limit
         self._run_id = run_id
+        self._prefix = channel_prefix(channel) if channel else None
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
+        self._written = 0
+        self.internal_errors = 0
         self.info = OutputInfo()
 
     def __call__(self, stream: str, chunk: bytes) -> None:
+        try:
+            self._take(stream, chunk)
+        except Exception:  # noqa: BLE001 - hostile output must never stop the pump
+            self.internal_errors += 1
+            self.info.truncated = True
+
+    def _take(self, stream: str, chunk: bytes) -> None:
         self.info.bytes_total += len(chunk)
         if stream == "stderr":
             self._remember(chunk)
-        buf = self._partial[stream]
+        buf = self._partial.setdefault(stream, bytearray())
         buf += chunk
         while True:
             cut = buf.find(b"\n", 0, MAX_LINE_BYTES + 1)
             if cut >= 0:
-                self._emit(stream, bytes(buf[:cut]), partial=False)
+                self._emit(stream, bytes(buf[:cut]), raw=cut + 1, partial=False)
                 del buf[: cut + 1]
             elif len(buf) > MAX_LINE_BYTES:
-                self._emit(stream, bytes(buf[:MAX_LINE_BYTES]), partial=True)
+                self._emit(stream, bytes(buf[:MAX_LINE_BYTES]), raw=MAX_LINE_BYTES, partial=True)
                 del buf[:MAX_LINE_BYTES]
             else:
                 break
 
-    def retarget(self, run_id: str, observer: Observer | None) -> None:
+    def retarget(self, run_id: str, observer: Observer | None, channel: str | None = None) -> None:
         """A warm-pool sink made before its run existed now serves that run."""
         self._run_id = run_id
         self._observer = observer
+        self._prefix = channel_prefix(channel) if channel else None
 
     def _remember(self, chunk: bytes) -> None:
         self._tail.append(chunk[-TAIL_BYTES:])
@@ -119,49 +142,50 @@ class OutputSink:
         while self._tail_size > TAIL_BYTES and len(self._tail) > 1:
             self._tail_size -= len(self._tail.popleft())
 
-    def _emit(self, stream: str, line: bytes, *, partial: bool) -> None:
-        size = len(line) + 1
-        if self.info.truncated or self.info.bytes_kept + size > self._limit:
-            self.info.truncated = True
-            self.info.bytes_dropped += size
+    def _emit(self, stream: str, line: bytes, *, raw: int, partial: bool) -> None:
+        if self.info.truncated:
+            self.info.bytes_dropped += raw
             return
-        text = line.decode("utf-8", errors="replace")
         now = datetime.now(UTC).isoformat()
         record: dict[str, object] | None = None
-        if stream == "stderr" and not partial and text.startswith('{"'):
-            record = self._structured(text, now)
+        if self._prefix is not None and stream == "stderr" and not partial and line.startswith(self._prefix):
+            record = self._structured(line[len(self._prefix):], now)
         if record is None:
+            text = line.decode("utf-8", errors="replace")
             record = {"ts": now, "run_id": self._run_id, "source": "container", "stream": stream, "message": text}
             if partial:
                 record["partial"] = True
             if "\ufffd" in text and b"\xef\xbf\xbd" not in line:
                 record["invalid_utf8"] = True
-        if record:
-            self._write(record)
-        self.info.bytes_kept += size
+        if record and not self._write(record):
+            self.info.truncated = True
+            self.info.bytes_dropped += raw
+            return
+        self.info.bytes_kept += raw
         self.info.lines_kept += 1
 
-    def _structured(self, text: str, now: str) -> dict[str, object] | None:
+    def _structured(self, payload: bytes, now: str) -> dict[str, object] | None:
         """A runner log record or metric (``{}`` when routed to metrics), or None for plain output."""
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(obj, dict):
+        obj = _hostile.loads_object(payload)
+        if isinstance(obj, _hostile.Rejected):
             return None
         if METRIC_KEY in obj and self._metrics_fd is not None:
             metric = _valid_metric(obj[METRIC_KEY])
             if metric is None:
                 return None
-            data = json.dumps({"ts": now, "run_id": self._run_id, "source": "runner", **metric}) + "\n"
-            os.write(self._metrics_fd, data.encode())
+            data = (json.dumps({"ts": now, "run_id": self._run_id, "source": "runner", **metric}) + "\n").encode()
+            if self._written + len(data) > self._limit:
+                return None
+            self._written += len(data)
+            os.write(self._metrics_fd, data)
             return {}
         event = obj.get("event")
         if not isinstance(event, str):
             return None
-        fields = {k: v for k, v in obj.items() if k not in ("event", "level", "timestamp", "run_id")}
+        fields = {str(k)[:200]: v for k, v in list(obj.items())[:100] if k not in ("event", "level", "timestamp", "run_id")}
         record: dict[str, object] = {"ts": now, "run_id": self._run_id, "source": "runner", "stream": "stderr",
-                                     "level": str(obj.get("level", "info")), "event": event, "fields": fields}
+                                     "level": _hostile.clip(obj.get("level", "info"), 20), "event": event[:1000],
+                                     "fields": fields}
         if self._observer is not None:
             try:
                 self._observer(record)
@@ -169,18 +193,28 @@ class OutputSink:
                 self._observer = None
         return record
 
-    def _write(self, record: dict[str, object]) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    def _write(self, record: dict[str, object], *, force: bool = False) -> bool:
+        """Append one record unless it would take the file past the cap; False if refused."""
+        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
+        if not force and self._written + len(data) > self._limit:
+            return False
+        self._written += len(data)
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
+        return True
 
     def finish(self) -> OutputInfo:
         """Flush unterminated lines and record the truncation; return the accounting."""
         for stream, buf in self._partial.items():
             if buf:
-                self._emit(stream, bytes(buf), partial=True)
+                try:
+                    self._emit(stream, bytes(buf), raw=len(buf), partial=True)
+                except Exception:  # noqa: BLE001
+                    self.internal_errors += 1
                 buf.clear()
+        self.info.bytes_dropped = max(0, self.info.bytes_total - self.info.bytes_kept)
+        self.info.bytes_written = self._written
         if self.info.truncated:
             self._write(
                 {
@@ -190,10 +224,16 @@ class OutputSink:
                     "stream": "supervisor",
                     "message": f"output truncated: {self.info.bytes_dropped} bytes dropped over the "
                     f"{self._limit}-byte limit of the policy",
-                }
+                },
+                force=True,
             )
         return self.info
 
     def stderr_tail(self) -> str:
         """The last few KiB of stderr, for an error message."""
         return b"".join(self._tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
+
+
+def channel_prefix(channel: str) -> bytes:
+    """What starts every runner record line on the container's stderr for this run."""
+    return b"\x1edad:" + channel.encode() + b" "

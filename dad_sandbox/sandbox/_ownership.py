@@ -6,9 +6,10 @@ mount, and files it writes appear on the host under its numeric uid. So:
 * host user is not root: the container runs as the host's own uid:gid; files stay the user's.
 * host user is root and the policy says ``auto``: the container runs as 65534:65534 (nobody). The
   run dir is handed to that group for the run (setgid + sticky, group-writable) so the run can
-  create node folders but cannot rename or replace the host's ``.trace`` and ``static_inputs``;
-  inside ``.trace`` only the files the runner writes are given to it. After the run everything is
-  handed back to the host user (:func:`reclaim`), without following links.
+  create node folders; the runner's staging folder ``.runner/`` is given to it. ``.trace/`` and
+  ``static_inputs/`` are mounted read-only into the container whoever owns them (see ``_spec``).
+  After the run everything is handed back to the host user (:func:`reclaim`), without following
+  links.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dad_sandbox.run import _safe_fs
-from dad_sandbox.run._layout import RUNNER_REPORT_FILE, TRACE_DIR, TRACE_FILE
+from dad_sandbox.run._layout import RUNNER_DIR
 
 NOBODY = 65534
-CONTAINER_WRITABLE_TRACE_FILES = (TRACE_FILE, RUNNER_REPORT_FILE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +57,12 @@ def resolve_user(policy_user: str) -> RunUser:
 
 
 def prepare(run_dir: Path, user: RunUser) -> None:
-    """Let the container user write node folders and its trace files, nothing the host owns."""
-    with _safe_fs.opened_dir(run_dir, TRACE_DIR) as trace_fd:
-        for name in CONTAINER_WRITABLE_TRACE_FILES:
-            fd = _safe_fs.open_append(trace_fd, name)
-            try:
-                if user.needs_handover and user.uid != 0 and os.getuid() == 0:
-                    os.fchown(fd, user.uid, user.gid)
-                elif user.needs_handover:
-                    os.fchmod(fd, 0o666)
-            finally:
-                os.close(fd)
+    """Let the container user write node folders and ``.runner/``, nothing the host owns."""
+    with _safe_fs.opened_dir(run_dir, RUNNER_DIR, create=True) as fd:
+        if user.needs_handover and user.uid != 0 and os.getuid() == 0:
+            os.fchown(fd, user.uid, user.gid)
+        elif user.needs_handover:
+            os.fchmod(fd, 0o777)
     if user.needs_handover and user.uid != 0:
         with _safe_fs.opened_dir(run_dir) as fd:
             if os.getuid() == 0:

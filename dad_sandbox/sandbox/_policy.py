@@ -78,6 +78,9 @@ class Policy(BaseModel):
     output_limit: Bytes = Field(16 << 20, ge=0, description="stdout+stderr bytes kept in logs.jsonl")
     disk_quota: LimitBytes = Field(1 << 30, gt=0, description="bytes the run dir may hold, or 'unlimited'")
     max_file_size: LimitBytes = Field(256 << 20, gt=0, description="largest file a process may write, or 'unlimited'")
+    max_files: LimitCount = Field(
+        100_000, gt=0, description="entries (files, folders, links) the run dir may hold, or 'unlimited'"
+    )
     metrics_interval: Seconds = Field(1.0, ge=0, description="seconds between resource samples; 0 disables")
 
     @field_validator("user")

@@ -25,7 +25,7 @@ from typing import Any
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.run import _safe_fs
-from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, STATIC_INPUTS_DIR, TRACE_DIR, TRACE_FILES
+from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, TRACE_DIR, make_run_dir_skeleton
 from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._output import OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
@@ -132,16 +132,13 @@ class WarmPool:
         slot_id = f"pool_{secrets.token_hex(6)}"
         slot_dir = self.run_root / POOL_DIR / slot_id
         slot_dir.mkdir(parents=True)
-        with _safe_fs.opened_dir(slot_dir, TRACE_DIR, create=True) as fd:
-            for name in TRACE_FILES:
-                os.close(_safe_fs.open_append(fd, name))
-        (slot_dir / STATIC_INPUTS_DIR).mkdir()
+        make_run_dir_skeleton(slot_dir)
         user = _ownership.resolve_user(self.policy.user)
         _ownership.prepare(slot_dir, user)
         deadline = time.time() + MAX_IDLE_SECONDS + self.policy.timeout
         spec = container_spec(
             self.policy, user, ["python3", "-c", WAITER],
-            project_root=self.project_root, run_dir=slot_dir, dir_name=slot_id, deadline=deadline,
+            project_root=self.project_root, run_root=self.run_root, run_dir=slot_dir, dir_name=slot_id, deadline=deadline,
             labels={_labels.RUN_ID: slot_id, POOL_LABEL: slot_id}, stdin_open=True,
         )
         cid = await self.engine.create(spec)

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 from dad_sandbox._version import __version__
+from dad_sandbox.errors import RunSetupError
 from dad_sandbox.run import RunContext
+from dad_sandbox.run._layout import RUNNER_DIR, STATIC_INPUTS_DIR, TRACE_DIR
 from dad_sandbox.sandbox import _labels
 from dad_sandbox.sandbox._ownership import RunUser
 from dad_sandbox.sandbox._policy import Policy
@@ -16,6 +18,8 @@ from dad_sandbox.sandbox.engine import ContainerSpec, Mount
 CONTAINER_PROJECT = "/dad/project"
 CONTAINER_RUN_ROOT = "/dad/runs"
 REQUEST_ENV = "DAD_RUN_REQUEST"
+#: tmpfs options of a mask: an empty folder nobody in the container can write.
+MASK = "ro,size=4k,mode=0555"
 
 
 def container_run_dir(run_id: str) -> str:
@@ -29,9 +33,26 @@ def container_env_params(ctx: RunContext, dir_name: str) -> dict[str, str]:
         "run_id": ctx.run_id,
         "run_dir": run_dir,
         "run_root": CONTAINER_RUN_ROOT,
-        "trace_dir": f"{run_dir}/.trace",
+        "trace_dir": f"{run_dir}/{RUNNER_DIR}",  # .trace/ is read-only in the container
         "outcome_repo_dir": f"{CONTAINER_RUN_ROOT}/outcome/{ctx.layout.project_name}",
     }
+
+
+def _masked_run_root(project_root: Path, run_root: Path) -> str | None:
+    """Where the run root shows inside the container's read-only project mount, if it does.
+
+    Raises:
+        RunSetupError: the run root is the project root (every run would see every other run).
+    """
+    project, runs = project_root.resolve(), run_root.resolve()
+    if runs == project:
+        raise RunSetupError(
+            f"the run root {runs} is the project root: each run would see every other run and the outcome "
+            "repository; use a subfolder (the default is <project>/runs) or a folder outside the project"
+        )
+    if project not in runs.parents:
+        return None
+    return f"{CONTAINER_PROJECT}/{runs.relative_to(project).as_posix()}"
 
 
 def build_spec(
@@ -49,7 +70,7 @@ def build_spec(
         env[REQUEST_ENV] = json.dumps({**request, "env_params": container_env_params(ctx, ctx.run_id)})
     return container_spec(
         policy, user, command,
-        project_root=ctx.project_root, run_dir=ctx.run_dir, dir_name=ctx.run_id,
+        project_root=ctx.project_root, run_root=ctx.run_root, run_dir=ctx.run_dir, dir_name=ctx.run_id,
         previous_run_dir=ctx.previous_run_dir, deadline=deadline, env=env, labels={_labels.RUN_ID: ctx.run_id},
     )
 
@@ -60,6 +81,7 @@ def container_spec(
     command: list[str],
     *,
     project_root: Path,
+    run_root: Path,
     run_dir: Path,
     dir_name: str,
     deadline: float,
@@ -68,13 +90,27 @@ def container_spec(
     labels: dict[str, str] | None = None,
     stdin_open: bool = False,
 ) -> ContainerSpec:
-    """A run container, for a run (``build_spec``) or for a warm-pool slot that gets its run later."""
+    """A run container, for a run (``build_spec``) or for a warm-pool slot that gets its run later.
+
+    Mounts (DESIGN.md, trust boundary rule 3): the run dir read-write, but its host-owned
+    ``static_inputs/`` read-only on top and ``.trace/`` hidden under an empty read-only tmpfs (a
+    mount point can be neither written, renamed nor chmod-ed from inside); the project read-only,
+    with the run root masked the same way when it lies inside the project, so a run sees neither
+    other runs nor the outcome repository; a re-run's previous run dir read-only.
+    """
+    inside = container_run_dir(dir_name)
     mounts = [
         Mount(str(project_root), CONTAINER_PROJECT, read_only=True),
-        Mount(str(run_dir), container_run_dir(dir_name), read_only=False),
+        Mount(str(run_dir), inside, read_only=False),
+        Mount(str(run_dir / STATIC_INPUTS_DIR), f"{inside}/{STATIC_INPUTS_DIR}", read_only=True),
     ]
     if previous_run_dir is not None:
         mounts.append(Mount(str(previous_run_dir), container_run_dir(previous_run_dir.name), read_only=True))
+    tmpfs = {path: f"size={size},mode=1777" for path, size in policy.tmpfs.items()}
+    tmpfs[f"{inside}/{TRACE_DIR}"] = MASK  # the host's own files: the run needs none of them
+    masked = _masked_run_root(project_root, run_root)
+    if masked is not None:
+        tmpfs[masked] = MASK
     full_env = {
         "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -100,7 +136,7 @@ def container_spec(
         user=user.docker_user,
         working_dir=container_run_dir(dir_name),
         mounts=tuple(mounts),
-        tmpfs={path: f"size={size},mode=1777" for path, size in policy.tmpfs.items()},
+        tmpfs=tmpfs,
         cpus=policy.cpus,
         memory=policy.memory,
         pids_limit=policy.pids_limit,

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import json
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,16 +27,9 @@ from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
 from dad_sandbox.run import RunContext, RunStatus
 from dad_sandbox.run import _safe_fs
-from dad_sandbox.run._collect import collect_jsonl_files
-from dad_sandbox.run._layout import (
-    LOGS_FILE,
-    METRICS_FILE,
-    POLICY_FILE,
-    RUNNER_REPORT_FILE,
-    TRACE_DIR,
-    TRACE_FILE,
-)
-from dad_sandbox.run._usage import dir_usage
+from dad_sandbox.run._collect import Collected, collect_runner_files
+from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
+from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
@@ -47,8 +41,10 @@ from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
 
-MAX_REPORT_BYTES = 1 << 20
 OUTPUT_DRAIN_TIMEOUT = 10.0
+#: Budget of the host's work on one finished run's files (collection, walks, hand-back); it runs in
+#: a worker thread, so it never holds up another run's deadline on the event loop.
+FILES_BUDGET_SECONDS = 30.0
 #: After the engine vanished mid-run, how long to wait for it to come back to read and remove.
 ENGINE_RETURN_TIMEOUT = 30.0
 
@@ -70,6 +66,7 @@ class _Watch:
     component: str | None
     user: _ownership.RunUser
     deadline: float
+    channel: str | None = None  # prefix of runner records on stderr; None for a plain command
     deadline_hit: bool = False
     cancelled: bool = False
     limit_hit: str | None = None
@@ -79,8 +76,18 @@ class _Watch:
     cpu_ns: int | None = None
     samples: int = 0
     run_dir_bytes: int | None = None
+    limit_detail: str | None = None
     pump: asyncio.Task[Any] | None = None  # the output stream; drained, never cancelled first
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # monitor, import warm-up: cancelled at the end
+
+
+@dataclass(slots=True)
+class _Files:
+    """What the host found in a finished run's directory (see ``RunSupervisor._settle_files``)."""
+
+    usage: DirUsage = field(default_factory=lambda: DirUsage(0, 0, False, "not measured"))
+    collected: Collected = field(default_factory=Collected)
+    tampering: list[str] = field(default_factory=list)
 
 
 class RunSupervisor:
@@ -110,7 +117,9 @@ class RunSupervisor:
         user = _ownership.resolve_user(policy.user)
         _ownership.prepare(ctx.run_dir, user)
         deadline = time.time() + policy.timeout
-        spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=launch.request)
+        channel = secrets.token_hex(8) if launch.request is not None else None
+        request = {**launch.request, "channel": channel} if launch.request is not None else None
+        spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=request)
         self._record_start(launch, engine_info, deadline)
         try:
             cid = await self.engine.create(spec)
@@ -118,7 +127,7 @@ class RunSupervisor:
             ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
             _ownership.reclaim(ctx.run_dir, user)
             raise
-        watch = _Watch(cid, launch.component, user, deadline)
+        watch = _Watch(cid, launch.component, user, deadline, channel)
         return await self._supervise(watch, spec=spec)
 
     def _record_start(self, launch: Launch, engine_info: dict[str, Any], deadline: float, **extra: Any) -> None:
@@ -156,9 +165,11 @@ class RunSupervisor:
         self._record_start(launch, await self.engine.info(), deadline, container_id=slot.container_id,
                            warm_pool_slot=slot.slot_id)
         env = {"DAD_RUN_ID": ctx.run_id}
+        channel = secrets.token_hex(8) if launch.request is not None else None
         if launch.request is not None:
-            env[REQUEST_ENV] = json.dumps({**launch.request, "env_params": container_env_params(ctx, slot.slot_id)})
-        watch = _Watch(slot.container_id, launch.component, slot.user, deadline)
+            env[REQUEST_ENV] = json.dumps({**launch.request, "channel": channel,
+                                           "env_params": container_env_params(ctx, slot.slot_id)})
+        watch = _Watch(slot.container_id, launch.component, slot.user, deadline, channel)
         try:
             await self.engine.write_stdin(slot.stdin, (json.dumps({"argv": launch.command, "env": env}) + "\n").encode())
         except BaseException as exc:
@@ -208,14 +219,14 @@ class RunSupervisor:
             watch.tasks.append(asyncio.create_task(asyncio.to_thread(importlib.import_module, "dad_sandbox.run._outcome")))
         if slot is not None:  # a warm-pool container: output attached and files open since it was made
             logs_fd, metrics_fd, sink = slot.logs_fd, slot.metrics_fd, slot.sink
-            sink.retarget(self.ctx.run_id, self.observer)
+            sink.retarget(self.ctx.run_id, self.observer, watch.channel)
             watch.pump = slot.pump
         else:
             with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
                 logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
                 metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
             sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
-                              observer=self.observer)
+                              observer=self.observer, channel=watch.channel)
         try:
             await self._watch(watch, sink, metrics_fd, start=spec is not None,
                               running=already_running or spec is not None, attach=slot is None)
@@ -270,7 +281,12 @@ class RunSupervisor:
         await attach_output(self.engine, watch.container_id, sink, pump_holder=hold)
 
     async def _monitor(self, watch: _Watch, metrics_fd: int) -> None:
-        """Sample resource use into metrics.jsonl and enforce the run-dir quota, every interval."""
+        """Sample resource use into metrics.jsonl and enforce the run-dir quotas, every interval.
+
+        The run-dir walk runs in a worker thread with its own entry and time budget; when a walk
+        is slow (a run with many files), the next one waits proportionally longer, so the
+        supervisor spends a bounded share of a core on any one run.
+        """
         interval = self.policy.metrics_interval or 1.0
         quota = self.policy.disk_quota
         # The first sample waits a little: most short runs are over by then, and a stats call
@@ -285,20 +301,42 @@ class RunSupervisor:
                 if sample.get("cpu_total_ns") is not None:
                     watch.cpu_ns = int(sample["cpu_total_ns"])
                 watch.samples += 1
-            if quota is not None:
-                usage = await asyncio.to_thread(dir_usage, self.ctx.run_dir)
+            pause = interval
+            if quota is not None or self.policy.max_files is not None:
+                t0 = time.monotonic()
+                usage = await asyncio.to_thread(self._usage, watch)
+                pause = max(interval, 5 * (time.monotonic() - t0))
                 watch.run_dir_bytes = usage.bytes
-                if usage.bytes > quota or not usage.complete:
-                    watch.limit_hit = "disk_quota"
+                breach = self._quota_breach(usage)
+                if breach is not None:
+                    watch.limit_hit, watch.limit_detail = breach
                     log.warning("run dir over its quota: stopping the run", run_id=self.ctx.run_id,
-                                bytes=usage.bytes, quota=quota, entries=usage.entries)
+                                bytes=usage.bytes, quota=quota, entries=usage.entries, problem=usage.problem)
                     await self.engine.kill(watch.container_id)
                     return
             if sample is not None or watch.run_dir_bytes is not None:
                 record = {"ts": datetime.now(UTC).isoformat(), "run_id": self.ctx.run_id, "source": "supervisor",
                           "name": "container.resources", **(sample or {}), "run_dir_bytes": watch.run_dir_bytes}
                 os.write(metrics_fd, (json.dumps(record) + "\n").encode())
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
+
+    def _usage(self, watch: _Watch) -> DirUsage:
+        """Walk the run dir within the policy's file-count budget (blocking: call it in a thread)."""
+        limit = self.policy.max_files
+        # A run sharing the host user's uid can chmod its folders; the owner repairs them to count.
+        repair = watch.user.uid == os.geteuid() and os.geteuid() != 0
+        return dir_usage(self.ctx.run_dir, max_entries=(limit if limit is not None else 10_000_000) + 1, repair=repair)
+
+    def _quota_breach(self, usage: DirUsage) -> tuple[str, str] | None:
+        """``(reason, detail)`` when the run dir is over a quota or could not be measured (fails closed)."""
+        quota, limit = self.policy.disk_quota, self.policy.max_files
+        if quota is not None and usage.bytes > quota:
+            return "disk_quota", f"the run dir went over its disk quota of {quota} bytes ({usage.bytes} bytes)"
+        if limit is not None and usage.entries > limit:
+            return "file_quota", f"the run dir went over its limit of {limit} files and folders"
+        if not usage.complete:
+            return "disk_quota", f"the run dir could not be measured, so its quota could not be checked: {usage.problem}"
+        return None
 
     # ------------------------------------------------------------------ finalizing
 
@@ -312,23 +350,13 @@ class RunSupervisor:
         state = await self._final_state(watch, problems)
         await self._drain_output(watch, problems)
         output = sink.finish()
+        if sink.internal_errors:
+            problems.append(f"{sink.internal_errors} output chunk(s) could not be recorded")
         os.close(logs_fd)
         os.close(metrics_fd)
-        tampering = list(ctx.metadata.tampering)
-        try:
-            planted = _safe_fs.ensure_plain_dir(ctx.run_dir, TRACE_DIR)
-        except OSError as exc:
-            planted = None
-            problems.append(f"could not restore {TRACE_DIR}: {exc}")
-        if planted:
-            tampering.append(f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {planted}")
-            log.warning("run dir tampering: .trace moved aside", run_id=ctx.run_id, moved_to=planted)
-        try:
-            _ownership.reclaim(ctx.run_dir, watch.user)
-        except OSError as exc:
-            problems.append(f"could not hand the run dir back to uid {watch.user.host_uid}: {exc}")
-        collection = self._collect(watch)
-        report = self._read_report() if watch.component else None
+        # Everything that reads what the run wrote happens in a worker thread with its own budget.
+        files = await asyncio.to_thread(self._settle_files, watch, problems)
+        report = files.collected.report if watch.component else None
 
         status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled,
                                   limit_hit=watch.limit_hit, engine_lost=watch.engine_lost)
@@ -338,14 +366,13 @@ class RunSupervisor:
             reason = "node_failed"
         elif status == RunStatus.FAILED and reason == "exit_code" and report and report.get("status") == "failed":
             reason = "component_load"
+        breach = self._quota_breach(files.usage)
+        if breach is not None and status in (RunStatus.COMPLETED, RunStatus.FAILED) and reason not in ("disk_quota", "file_quota"):
+            status, reason = RunStatus.FAILED, breach[0]
+            watch.limit_hit, watch.limit_detail = breach
         error = self._error_text(status, reason, state, report, sink, watch, problems)
-        usage = dir_usage(ctx.run_dir)
-        quota = self.policy.disk_quota
-        if quota is not None and usage.bytes > quota and status in (RunStatus.COMPLETED, RunStatus.FAILED):
-            status, reason = RunStatus.FAILED, "disk_quota"
-            watch.limit_hit = "disk_quota"
-            error = self._error_text(status, reason, state, report, sink, watch, problems)
-        resources: dict[str, Any] = {"samples": watch.samples, "run_dir_bytes": usage.bytes}
+        resources: dict[str, Any] = {"samples": watch.samples, "run_dir_bytes": files.usage.bytes,
+                                     "run_dir_entries": files.usage.entries}
         if watch.peak_memory is not None:
             resources["peak_memory_bytes"] = watch.peak_memory
         if watch.cpu_ns is not None:
@@ -354,7 +381,9 @@ class RunSupervisor:
             resources["memory_limit_bytes"] = self.policy.memory
         if state is not None and state.exit_code is not None and state.exit_code > 128:
             resources["exit_signal"] = signal_name(state.exit_code - 128)
-        md = ctx.record(
+        collection = files.collected.files
+        md = await asyncio.to_thread(
+            ctx.record,
             status=status,
             reason=reason,
             error=error,
@@ -364,7 +393,7 @@ class RunSupervisor:
             output=output,
             resources=resources,
             collection={name: rep.to_json() for name, rep in collection.items()},
-            tampering=tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
+            tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
         )
         async def remove() -> None:
             try:
@@ -373,16 +402,51 @@ class RunSupervisor:
                 log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
 
         # The final status is on disk; committing outcomes and removing the container are independent.
-        await asyncio.gather(asyncio.to_thread(ctx.commit_outcomes), remove())
+        await asyncio.gather(asyncio.to_thread(self._commit_outcomes), remove())
         md = ctx.metadata
         log.info("run finished", run_id=ctx.run_id, status=md.status.value, reason=md.reason,
                  duration_seconds=md.duration_seconds)
         nodes = [
             {k: n.get(k) for k in ("hierarchy_path", "status", "output", "duration_seconds")}
             for n in (report or {}).get("nodes", [])
-            if isinstance(n, dict)
         ]
         return RunResult.from_metadata(md, ctx.run_dir, nodes)
+
+    def _settle_files(self, watch: _Watch, problems: list[str]) -> _Files:
+        """The host's whole work on a finished run's files; blocking, bounded, and it never raises.
+
+        Order: measure (repairing permissions a same-uid run took away), make sure ``.trace/`` is
+        the host's folder, hand the run dir back to the host user, then collect the runner's files.
+        """
+        ctx = self.ctx
+        files = _Files(tampering=list(ctx.metadata.tampering))
+        try:
+            files.usage = self._usage(watch)
+        except Exception as exc:  # noqa: BLE001 - a hostile tree must not stop finalization
+            files.usage = DirUsage(0, 0, False, f"the walk failed: {exc}")
+        try:
+            planted = _safe_fs.ensure_plain_dir(ctx.run_dir, TRACE_DIR)
+            if planted:
+                files.tampering.append(f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {planted}")
+                log.warning("run dir tampering: .trace moved aside", run_id=ctx.run_id, moved_to=planted)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"could not restore {TRACE_DIR}: {exc}")
+        try:
+            _ownership.reclaim(ctx.run_dir, watch.user)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"could not hand the run dir back to uid {watch.user.host_uid}: {exc}")
+        try:
+            files.collected = collect_runner_files(ctx.run_dir, budget=FILES_BUDGET_SECONDS / 2)
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not collect the runner's files", run_id=ctx.run_id, error=str(exc))
+            problems.append(f"could not collect the runner's files: {exc}")
+        return files
+
+    def _commit_outcomes(self) -> None:
+        try:
+            self.ctx.commit_outcomes()
+        except Exception as exc:  # noqa: BLE001 - the status is final; losing the commit must not raise
+            log.error("could not commit the run's outcomes", run_id=self.ctx.run_id, error=str(exc))
 
     async def _final_state(self, watch: _Watch, problems: list[str]) -> ContainerState | None:
         """The container's state, read BEFORE removal; after an engine loss, waits for it to return."""
@@ -419,34 +483,12 @@ class RunSupervisor:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 problems.append(f"output/metrics collection failed: {task.exception()}")
 
-    def _collect(self, watch: _Watch) -> dict[str, Any]:
-        """Validate the JSONL files the container could write (all three if it shares our uid)."""
-        shared_uid = watch.user.uid in (0, watch.user.host_uid)
-        names = (TRACE_FILE, LOGS_FILE, METRICS_FILE) if shared_uid else (TRACE_FILE,)
-        try:
-            return collect_jsonl_files(self.ctx.run_dir, names)
-        except (OSError, UnsafePathError) as exc:
-            log.error("could not collect the trace files", run_id=self.ctx.run_id, error=str(exc))
-            return {}
-
     @staticmethod
     async def _quietly(call: Any, problems: list[str]) -> None:
         try:
             await call
         except DadSandboxError as exc:
             problems.append(str(exc))
-
-    def _read_report(self) -> dict[str, Any] | None:
-        """The runner's own account of the component (untrusted: bounded, validated, never fatal)."""
-        try:
-            with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as fd:
-                data, truncated = _safe_fs.read_bounded(fd, RUNNER_REPORT_FILE, MAX_REPORT_BYTES)
-            if truncated or not data.strip():
-                return None
-            report = json.loads(data)
-        except (OSError, ValueError, UnsafePathError):
-            return None
-        return report if isinstance(report, dict) else None
 
     def _error_text(
         self,
@@ -480,10 +522,10 @@ class RunSupervisor:
             if state is not None and state.error:
                 parts.append(f"engine: {state.error}")
         elif status == RunStatus.FAILED:
-            if reason == "disk_quota":
+            if reason in ("disk_quota", "file_quota"):
                 parts.append(
-                    f"the run dir went over its disk quota of {self.policy.disk_quota} bytes"
-                    if watch.limit_hit else f"a file went over the policy's max_file_size of {self.policy.max_file_size} bytes"
+                    watch.limit_detail if watch.limit_hit and watch.limit_detail
+                    else f"a file went over the policy's max_file_size of {self.policy.max_file_size} bytes"
                 )
             elif report and report.get("error"):
                 parts.append(str(report["error"]))

@@ -105,8 +105,8 @@ def test_output_flood(project, host, runtime, record_result) -> None:
 
 
 def test_huge_json_line(project, host, runtime, record_result) -> None:
-    """A single 100 MB line in trace.jsonl is quarantined, never loaded whole."""
-    code = "with open('.trace/trace.jsonl', 'a') as fh:\n    fh.write('{\"x\": \"' + 'a' * (100 << 20) + '\"}\\n')\n"
+    """A single 100 MB line in the runner's trace.jsonl is quarantined, never loaded whole."""
+    code = "with open('.runner/trace.jsonl', 'a') as fh:\n    fh.write('{\"x\": \"' + 'a' * (100 << 20) + '\"}\\n')\n"
     got = attack("huge-json-line", project, host, runtime, py(code),
                  expect=COMPLETED, record=record_result, defends="bounded, line-capped trace collection",
                  memory="1g", max_file_size="1g")
@@ -118,7 +118,7 @@ def test_invalid_utf8_flood(project, host, runtime, record_result) -> None:
     code = (
         "import os, sys\n"
         "for _ in range(20000): sys.stdout.buffer.write(os.urandom(64) + b'\\n')\n"
-        "with open('.trace/trace.jsonl', 'ab') as fh:\n"
+        "with open('.runner/trace.jsonl', 'ab') as fh:\n"
         "    for _ in range(20000): fh.write(os.urandom(64) + b'\\n')\n"
     )
     got = attack("invalid-utf8-flood", project, host, runtime, py(code),
@@ -131,24 +131,24 @@ def test_symlinked_metadata(project, host, runtime, record_result) -> None:
     target = host / "secret.txt"
     attack("symlink-metadata", project, host, runtime,
            ["sh", "-c", f"ln -sf {target} .trace/dad_metadata.json; ln -sf {target} .trace/trace.jsonl; true"],
-           expect=COMPLETED, record=record_result, defends="dir-fd + O_NOFOLLOW writes, atomic rename",
+           expect=COMPLETED, record=record_result, defends=".trace/ hidden under a read-only mount; O_NOFOLLOW writes",
            user="root")
 
 
 def test_trace_dir_replaced(project, host, runtime, record_result) -> None:
-    """.trace replaced by a symlink to a host dir: nothing is written there."""
+    """.trace replaced by a symlink to a host dir: impossible (a mount point), nothing is written there."""
     attack("trace-dir-symlink", project, host, runtime,
            ["sh", "-c", f"mv .trace .trace_old 2>/dev/null; ln -s {host / 'dir'} .trace 2>/dev/null; true"],
-           expect=COMPLETED, record=record_result, defends="host owns .trace (sticky dir); moved aside if replaced",
+           expect=COMPLETED, record=record_result, defends=".trace/ is a read-only mount point in the container",
            user="root")
 
 
 def test_fifo_trace_file(project, host, runtime, record_result) -> None:
-    """A FIFO where a trace file should be is refused without blocking."""
+    """A FIFO where the runner's trace file should be is refused without blocking."""
     got = attack("fifo-trace-file", project, host, runtime,
-                 ["sh", "-c", "rm -f .trace/trace.jsonl .trace/runner_report.json; mkfifo .trace/trace.jsonl; true"],
+                 ["sh", "-c", "mkfifo .runner/trace.jsonl .runner/runner_report.json; true"],
                  expect=COMPLETED, record=record_result, defends="O_NONBLOCK open + regular-file check",
-                 user="root")  # a root run can replace files in .trace; a non-root one cannot even do that
+                 user="root")
     if runtime == "runc":  # gVisor refuses to create FIFOs on bind mounts (EINVAL): nothing to refuse
         assert got.metadata.collection["trace.jsonl"]["refused"]
 
@@ -244,7 +244,7 @@ def test_other_runs_are_invisible(project, host, runtime, record_result) -> None
 def test_huge_runner_report(project, host, runtime, record_result) -> None:
     """A forged, oversized runner report is ignored (bounded read), never trusted or loaded whole."""
     got = attack("forged-runner-report", project, host, runtime,
-                 ["sh", "-c", "head -c 50000000 /dev/zero | tr '\\0' 'x' > .trace/runner_report.json"],
+                 ["sh", "-c", "head -c 50000000 /dev/zero | tr '\\0' 'x' > .runner/runner_report.json"],
                  expect=COMPLETED, record=record_result, defends="bounded reads of container files")
     assert json.loads((got.ctx.trace_dir / "dad_metadata.json").read_text())["status"] == "completed"
     assert os.getuid() == os.stat(got.ctx.run_dir).st_uid
