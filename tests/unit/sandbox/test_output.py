@@ -73,3 +73,48 @@ def test_stderr_tail_is_bounded(tmp_path: Path) -> None:
     os.close(fd)
     tail = sink.stderr_tail()
     assert len(tail) <= 8192 and tail.rstrip().endswith("line 9999")
+
+
+def test_plain_output_is_never_parsed_as_runner_records(tmp_path: Path) -> None:
+    """Without a channel, runner-shaped JSON lines are the command's own output."""
+    sink, path, fd = sink_for(tmp_path)
+    sink("stderr", b'{"event": "node completed", "node": "a.b"}\n{"dad_metric": {"name": "x", "value": 1}}\n')
+    sink.finish()
+    os.close(fd)
+    assert [r["source"] for r in records(path)] == ["container", "container"]
+
+
+def test_runner_records_need_the_run_channel(tmp_path: Path) -> None:
+    """Only lines with this run's channel prefix become runner records; another prefix stays output."""
+    path = tmp_path / "logs.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    seen: list[dict] = []
+    sink = OutputSink(fd, limit=1 << 20, run_id="r", observer=seen.append, channel="abc")
+    sink("stderr", b'\x1edad:abc {"event": "node started", "node": "a.b"}\n')
+    sink("stderr", b'\x1edad:zzz {"event": "node failed", "node": "a.b"}\n')
+    sink("stderr", b"\x1edad:abc " + b"[" * 60_000 + b"\n")
+    sink("stderr", b"still here\n")
+    sink.finish()
+    os.close(fd)
+    recs = records(path)
+    assert [r["source"] for r in recs] == ["runner", "container", "container", "container"]
+    assert [r["event"] for r in seen] == ["node started"] and recs[-1]["message"] == "still here"
+
+
+def test_cap_counts_bytes_written_to_disk(tmp_path: Path) -> None:
+    """A flood of empty lines cannot write more than the cap to disk; kept + dropped == total."""
+    sink, path, fd = sink_for(tmp_path, limit=10_000)
+    for _ in range(100):
+        sink("stdout", b"\n" * 1000)
+    info = sink.finish()
+    os.close(fd)
+    assert path.stat().st_size <= 10_000 + 1024
+    assert info.truncated and info.bytes_kept + info.bytes_dropped == info.bytes_total == 100_000
+
+
+def test_sink_never_raises(tmp_path: Path) -> None:
+    """A failing write (closed descriptor) is counted, never raised into the pump."""
+    sink, _, fd = sink_for(tmp_path)
+    os.close(fd)
+    sink("stdout", b"hello\n")
+    assert sink.internal_errors == 1
