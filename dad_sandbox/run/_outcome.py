@@ -32,6 +32,10 @@ from dad_sandbox.run import _hostile, _safe_fs
 from dad_sandbox.run._layout import ELEMENT_ID_RE, STATIC_INPUTS_DIR
 
 MAX_FILE_BYTES = 16 << 20
+#: One node's outcome.json (a small JSON document; its declared files may be larger).
+MAX_OUTCOME_JSON_BYTES = 1 << 20
+#: Bytes read from the run dir while staging, kept or not (so junk costs bounded I/O and CPU).
+MAX_READ_BYTES = 128 << 20
 #: All outcome files of one run together (a run cannot make the host compress gigabytes).
 MAX_TOTAL_BYTES = 64 << 20
 MAX_FILES = 10_000
@@ -52,6 +56,7 @@ _IDENTITY = {
 class _Staged:
     files: int = 0
     bytes: int = 0
+    read: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
@@ -251,11 +256,13 @@ def _stage_outcomes(run_dir: Path, staging: _TreeBuilder) -> _Staged:
         if not files:
             continue
         where = "/".join(rel) or "."
-        if staged.bytes >= MAX_TOTAL_BYTES or staged.files >= MAX_FILES or time.monotonic() > deadline:
+        if (staged.bytes >= MAX_TOTAL_BYTES or staged.files >= MAX_FILES or staged.read >= MAX_READ_BYTES
+                or time.monotonic() > deadline):
             staged.skipped.append(f"{where}/outcome.json: outcome size, count or time limit reached")
             continue
         try:
-            data, cut = _safe_fs.read_bounded(fd, "outcome.json", min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - staged.bytes))
+            data, cut = _safe_fs.read_bounded(fd, "outcome.json", min(MAX_OUTCOME_JSON_BYTES, MAX_TOTAL_BYTES - staged.bytes))
+            staged.read += len(data)
         except (OSError, UnsafePathError) as exc:
             staged.skipped.append(f"{where}/outcome.json: {exc}")
             continue
@@ -288,12 +295,13 @@ def _stage_declared(node_fd: int, rel_dir: tuple[str, ...], name: str, staging: 
             or rel.name == "outcome.json"):
         staged.skipped.append(f"{where}: not a plain relative file name")
         return
-    if staged.bytes >= MAX_TOTAL_BYTES or staged.files >= MAX_FILES:
+    if staged.bytes >= MAX_TOTAL_BYTES or staged.files >= MAX_FILES or staged.read >= MAX_READ_BYTES:
         staged.skipped.append(f"{where}: outcome size or count limit reached")
         return
     try:
         with _safe_fs.opened_dir(node_fd, rel.parent) as fd:
             data, cut = _safe_fs.read_bounded(fd, rel.name, min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - staged.bytes))
+            staged.read += len(data)
     except (OSError, UnsafePathError) as exc:
         staged.skipped.append(f"{where}: {exc}")
         return

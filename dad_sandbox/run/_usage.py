@@ -81,21 +81,41 @@ def _searchable(fd: int, repair: bool) -> None:
         os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
 
 
-def _list(fd: int) -> list[tuple[str, os.stat_result | None, bool]]:
-    """``(name, lstat, is_dir)`` of every entry of the folder ``fd``.
+class _Tally:
+    """Running totals of one walk; an inode is remembered only when it has several links."""
 
-    Raises:
-        OSError: the folder cannot be listed, or an entry cannot be examined (not just vanished).
-    """
-    out = []
-    with os.scandir(fd) as it:
-        for entry in it:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                st = None
-            out.append((entry.name, st, st is not None and stat.S_ISDIR(st.st_mode)))
-    return out
+    __slots__ = ("bytes", "entries", "seen")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.entries = 0
+        self.seen: set[tuple[int, int]] = set()
+
+    def scan(self, fd: int, max_entries: int) -> list[str] | None:
+        """Count the entries of folder ``fd``; its sub-folder names, or None past ``max_entries``.
+
+        Raises:
+            OSError: the folder cannot be listed, or an entry cannot be examined (not just vanished).
+        """
+        subdirs: list[str] = []
+        with os.scandir(fd) as it:
+            for entry in it:
+                self.entries += 1
+                if self.entries > max_entries:
+                    return None
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append(entry.name)
+                elif st.st_nlink > 1:  # a hard link: count its blocks once
+                    key = (st.st_dev, st.st_ino)
+                    if key in self.seen:
+                        continue
+                    self.seen.add(key)
+                self.bytes += st.st_blocks * 512
+        return subdirs
 
 
 def dir_usage(
@@ -111,8 +131,7 @@ def dir_usage(
     entry budget (``max_entries``) or the time budget (``budget`` seconds) ran out.
     """
     deadline = time.monotonic() + budget
-    seen: set[tuple[int, int]] = set()
-    total = entries = 0
+    tally = _Tally()
     try:
         if isinstance(root, int):
             top = os.dup(root)
@@ -122,6 +141,8 @@ def dir_usage(
             top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         return DirUsage(0, 0, False, f"cannot open the run dir: {exc.strerror}")
+    top_st = os.fstat(top)
+    tally.bytes += top_st.st_blocks * 512
     # Depth-first; one open descriptor per level: (fd, names of sub-folders still to visit).
     stack: list[tuple[int, list[str]]] = []
     problem: str | None = None
@@ -132,28 +153,14 @@ def dir_usage(
                 fd, current = current, None
                 try:
                     _searchable(fd, repair)
-                    listing = _list(fd)
+                    subdirs = tally.scan(fd, max_entries)
                 except OSError as exc:
                     os.close(fd)
                     problem = f"a folder could not be read ({exc.strerror})"
                     break
-                subdirs = []
-                for name, st, is_dir in listing:
-                    entries += 1
-                    if entries > max_entries:
-                        problem = f"more than {max_entries} entries"
-                        break
-                    if st is None:
-                        continue
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    total += st.st_blocks * 512
-                    if is_dir:
-                        subdirs.append(name)
-                stack.append((fd, subdirs))
-                if problem:
+                stack.append((fd, subdirs or []))
+                if subdirs is None:
+                    problem = f"more than {max_entries} entries"
                     break
             if time.monotonic() > deadline:
                 problem = f"the walk took longer than {budget:g}s"
@@ -175,4 +182,4 @@ def dir_usage(
     finally:
         for fd, _ in stack:
             os.close(fd)
-    return DirUsage(total, entries, problem is None, problem)
+    return DirUsage(tally.bytes, tally.entries, problem is None, problem)

@@ -117,6 +117,9 @@ class OutputSink:
         self.info.bytes_total += len(chunk)
         if stream == "stderr":
             self._remember(chunk)
+        if self.info.truncated:  # past the cap nothing is written: count, never split into lines
+            self._partial.get(stream, bytearray()).clear()
+            return
         buf = self._partial.setdefault(stream, bytearray())
         buf += chunk
         while True:
