@@ -22,10 +22,12 @@ class Contained:
     metadata: RunMetadata
 
 
-def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Every entry under ``root``: type, mode, owner, size and content hash (links not followed)."""
+def snapshot(root: Path, *, skip: Path | None = None) -> dict[str, tuple[Any, ...]]:
+    """Every entry under ``root`` but ``skip``: type, mode, owner, size and content hash (links not followed)."""
     out: dict[str, tuple[Any, ...]] = {}
     for path in sorted([root, *root.rglob("*")]):
+        if skip is not None and (path == skip or skip in path.parents):
+            continue
         st = path.lstat()
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else None
         out[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), st.st_mode & 0o7777, st.st_uid, st.st_gid,
@@ -43,20 +45,26 @@ def attack(
     expect: set[tuple[str, str | None]],
     record: list[dict[str, Any]],
     defends: str,
+    run_root: Path | None = None,
     **overrides: Any,
 ) -> Contained:
-    """Run ``argv`` as a hostile run and assert the four containment properties."""
+    """Run ``argv`` as a hostile run and assert the four containment properties.
+
+    ``run_root``: where the runs go (default: beside the host folder, outside the project).
+    """
     policy = load_policy("gvisor" if runtime == "runsc" else "untrusted")
     if overrides:
         policy = policy.with_overrides(**overrides)
-    before_host, before_project = snapshot(host_dir), snapshot(project)
-    ctx = RunContext("attack", project, run_root=host_dir.parent / "runs")
+    before_host = snapshot(host_dir)
+    before_project = snapshot(project, skip=run_root) if run_root else snapshot(project)
+    run_root = run_root or host_dir.parent / "runs"
+    ctx = RunContext("attack", project, run_root=run_root)
     ctx.setup_run(run_id_prefix=name.replace("-", "_")[:40])
 
     async def go() -> tuple[RunResult, RunResult]:
         async with IsolatedExecution(ctx, policy) as execution:
             hostile = await execution.run_command(argv)
-        nxt = RunContext("next", project, run_root=host_dir.parent / "runs")
+        nxt = RunContext("next", project, run_root=run_root)
         nxt.setup_run()
         async with IsolatedExecution(nxt, policy) as execution:
             after = await execution.run_command(["true"])
@@ -70,7 +78,8 @@ def attack(
     record.append(row)
     assert got in expect, f"{name}: got {got}, expected one of {sorted(expect, key=str)}; error: {md.error}"
     assert snapshot(host_dir) == before_host, f"{name}: a host file outside the run dir changed"
-    assert snapshot(project) == before_project, f"{name}: the project dir changed"
+    after_project = snapshot(project, skip=run_root) if run_root else snapshot(project)
+    assert after_project == before_project, f"{name}: the project dir changed"
     assert after.status == RunStatus.COMPLETED, f"{name}: the supervisor did not serve the next run: {after.error}"
     row["contained"] = True
     return Contained(result, ctx, md)
