@@ -6,7 +6,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dad_sandbox._version import __version__
 from dad_sandbox.sandbox._policy import runner_tag
 from dad_sandbox.errors import DadSandboxError
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from dad_sandbox.errors import RunError
 from dad_sandbox.run._ids import is_valid_run_id
-from dad_sandbox.run._jsonl import iter_jsonl
 from dad_sandbox.run._metadata import RunMetadata, read_metadata
 
 

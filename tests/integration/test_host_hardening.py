@@ -15,19 +15,9 @@ import pytest
 from dad_sandbox import IsolatedExecution, RunContext, RunStatus, Supervisor, load_policy
 from dad_sandbox.run import read_metadata
 
+from ._runs import run_cmd
+
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]
-
-
-def run_cmd(project: Path, script: str, *, run_root: Path | None = None, **overrides):
-    ctx = RunContext("exec", project, run_root=run_root or project.parent / "runs")
-    ctx.setup_run()
-    policy = load_policy("untrusted").with_overrides(**overrides) if overrides else load_policy("untrusted")
-
-    async def go():
-        async with IsolatedExecution(ctx, policy) as execution:
-            return await execution.run_command(["sh", "-c", script])
-
-    return ctx, asyncio.run(go())
 
 
 def records(ctx: RunContext, name: str = "logs.jsonl") -> list[dict]:

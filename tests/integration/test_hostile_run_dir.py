@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import resource
@@ -12,22 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dad_sandbox import IsolatedExecution, RunContext, RunStatus, load_policy
+from dad_sandbox import RunStatus, load_policy
 from dad_sandbox.run import read_metadata
 
+from ._runs import run_cmd
+
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]
-
-
-def run_cmd(project: Path, script: str, **overrides):
-    ctx = RunContext("exec", project, run_root=project.parent / "runs")
-    ctx.setup_run()
-    policy = load_policy("untrusted").with_overrides(**overrides) if overrides else load_policy("untrusted")
-
-    async def go():
-        async with IsolatedExecution(ctx, policy) as execution:
-            return await execution.run_command(["sh", "-c", script])
-
-    return ctx, asyncio.run(go())
 
 
 @pytest.fixture
