@@ -320,7 +320,8 @@ def runs_ls(run_root: Path | None, as_json: bool, limit: int) -> None:
 @_guard
 def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
     from dad_sandbox.run import read_metadata
-    from dad_sandbox.run._runs import find_run, iter_jsonl
+    from dad_sandbox.run._jsonl import iter_jsonl
+    from dad_sandbox.run._runs import find_run
 
     run_dir = find_run(_run_root(run_root), run_id)
     md = read_metadata(run_dir)
@@ -370,7 +371,8 @@ def _format_log(rec: dict[str, Any]) -> str:
 @_guard
 def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -> None:
     from dad_sandbox.run import read_metadata
-    from dad_sandbox.run._runs import find_run, iter_jsonl
+    from dad_sandbox.run._jsonl import iter_jsonl
+    from dad_sandbox.run._runs import find_run
 
     run_dir = find_run(_run_root(run_root), run_id)
     offset = 0
@@ -391,7 +393,8 @@ def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -
 @_json_opt
 @_guard
 def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
-    from dad_sandbox.run._runs import find_run, iter_jsonl
+    from dad_sandbox.run._jsonl import iter_jsonl
+    from dad_sandbox.run._runs import find_run
 
     spans = [s for _, s in iter_jsonl(find_run(_run_root(run_root), run_id), "trace.jsonl")]
     if as_json:

@@ -16,7 +16,7 @@ from typing import Any
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import RunError
 from dad_sandbox.run._layout import TRACE_FILE
-from dad_sandbox.run._runs import iter_jsonl
+from dad_sandbox.run._jsonl import iter_jsonl
 
 _STATUS = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _KIND = {"SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3}
