@@ -10,6 +10,9 @@ Decisions (README, "Statuses"):
 * a limit the supervisor enforced (``disk_quota``) -> ``failed`` with that reason; a process killed
   by SIGXFSZ hit the policy's ``max_file_size`` -> ``failed``, ``disk_quota``.
 * the engine went away mid-run -> ``crashed``, ``engine_lost``.
+* the container was created but never ran (its start failed, whatever path reported it: start,
+  attach or wait) -> ``crashed``, ``engine_error``. Its exit code is 0 there, and must never read
+  as ``completed``.
 * exit code > 128 that we did not cause -> ``crashed`` with ``signal:SIGxxx``.
 * other non-zero exit -> ``failed``; 0 -> ``completed``.
 """
@@ -51,6 +54,8 @@ def classify(
     code = state.exit_code
     if code is None or state.running:
         return RunStatus.CRASHED, "engine_lost"
+    if state.status == "created" or state.started_at is None:
+        return RunStatus.CRASHED, "engine_error"
     if code == 0:
         return RunStatus.COMPLETED, None
     if code == 128 + signal.SIGXFSZ:

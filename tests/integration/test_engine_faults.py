@@ -56,3 +56,31 @@ def test_engine_restart_mid_run(project: Path) -> None:
     assert (result.status, result.reason) == (RunStatus.CRASHED, "engine_lost"), result.error
     assert "engine went away" in result.error
     assert after.status == RunStatus.COMPLETED
+
+
+def test_a_start_failure_is_crashed_never_completed(project: Path) -> None:
+    """A container Docker created but could not start (its bind source vanished) ends crashed (engine_error)."""
+    from dad_sandbox import IsolatedExecution, RunContext, load_policy
+    from dad_sandbox.run import read_metadata
+    from dad_sandbox.sandbox.engine._docker import DockerEngine
+
+    class VanishingMountEngine(DockerEngine):  # the real engine; only the filesystem changes under it
+        async def create(self, spec):
+            cid = await super().create(spec)
+            os.rename(ctx.run_dir / "static_inputs", ctx.run_dir / "static_inputs.gone")
+            return cid
+
+    ctx = RunContext("exec", project, run_root=project.parent / "runs")
+    ctx.setup_run()
+
+    async def go():
+        async with IsolatedExecution(ctx, load_policy("untrusted"), engine=VanishingMountEngine()) as execution:
+            return await execution.run_command(["true"])
+
+    from dad_sandbox.errors import EngineError
+
+    with pytest.raises(EngineError, match="bind source path does not exist"):  # as for a refused create
+        asyncio.run(go())
+    md = read_metadata(ctx.run_dir)
+    assert (md.status, md.reason) == (RunStatus.CRASHED, "engine_error"), md.error
+    assert "bind source path does not exist" in (md.error or "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from dad_sandbox.run import RunStatus
@@ -10,7 +12,15 @@ from dad_sandbox.sandbox.engine import ContainerState
 
 
 def state(code: int | None, oom: bool = False, running: bool = False) -> ContainerState:
-    return ContainerState(id="c", status="exited", running=running, exit_code=code, oom_killed=oom)
+    return ContainerState(id="c", status="running" if running else "exited", running=running, exit_code=code,
+                          oom_killed=oom, started_at=datetime.now(UTC))
+
+
+def test_a_container_that_never_started_is_never_completed() -> None:
+    """Created but never started (exit code 0, no start time): crashed, engine_error - not completed."""
+    never = ContainerState(id="c", status="created", running=False, exit_code=0, oom_killed=False)
+    assert classify(never) == (RunStatus.CRASHED, "engine_error")
+    assert classify(never, cancelled=True) == (RunStatus.CANCELLED, "cancelled")
 
 
 @pytest.mark.parametrize(
