@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import re
 
-# C0 controls except tab and newline, DEL, and the C1 controls (U+0080-U+009F: \x9b is a CSI).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls except tab and newline, DEL, the C1 controls (U+0080-U+009F: \x9b is a CSI), and the
+# invisible characters that reorder or break what is shown: bidi marks, embeddings, overrides and
+# isolates (U+200E-F, U+202A-E, U+2066-9), line and paragraph separators (U+2028-9).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def printable(text: str, *, keep_newlines: bool = True) -> str:

@@ -106,6 +106,7 @@ def _collect_spans(runner_fd: int | None, trace_fd: int, quarantine: _Quarantine
         return report
     out = _safe_fs.open_append(trace_fd, TRACE_FILE)
     pending: list[bytes] = []
+    pending_bytes = written = 0
     try:
         size = os.fstat(src).st_size
         for line_no, (line, length, _) in enumerate(
@@ -128,15 +129,22 @@ def _collect_spans(runner_fd: int | None, trace_fd: int, quarantine: _Quarantine
             else:
                 obj = _hostile.loads_object(line)
                 checked = obj if isinstance(obj, _hostile.Rejected) else _hostile.span(obj)
+                encoded = None if isinstance(checked, _hostile.Rejected) else (
+                    json.dumps(checked, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
                 if isinstance(checked, _hostile.Rejected):
                     problem = checked.reason
+                elif written + pending_bytes + len(encoded) > MAX_TRACE_BYTES:  # type: ignore[arg-type]
+                    problem = f"the validated trace would pass {MAX_TRACE_BYTES} bytes"
                 else:
                     problem = None
-                    pending.append(json.dumps(checked, ensure_ascii=False).encode() + b"\n")
+                    pending.append(encoded)  # type: ignore[arg-type]
+                    pending_bytes += len(encoded)  # type: ignore[arg-type]
                     report.kept += 1
-                    if len(pending) >= 512:
+                    if pending_bytes >= 1 << 20:
                         _safe_fs.write_all(out, b"".join(pending))
+                        written += pending_bytes
                         pending.clear()
+                        pending_bytes = 0
             if problem is not None:
                 report.bad_lines += 1
                 quarantine.add_line(TRACE_FILE, line_no, problem, line, length)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ MAX_DEPTH = 32
 MAX_CONTAINER_ITEMS = 10_000
 #: Characters of one string value kept in a validated record.
 MAX_STRING_CHARS = 64 << 10
+#: Characters of all non-scalar span attribute values of one span together.
+MAX_SPAN_ATTRIBUTE_CHARS = 8 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,49 @@ def _depth_prescan(data: bytes) -> bool:
     return True
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def text(value: str) -> str:
+    """A string safe to encode as UTF-8: lone surrogates (``"\\ud800"`` in JSON) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in value)
+    return value
+
+
+def _without_surrogates(value: Any) -> Any:
+    """``value`` rebuilt with every string (keys too) passed through :func:`text` (iterative)."""
+    if isinstance(value, str):
+        return text(value)
+    if not isinstance(value, dict | list):
+        return value
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while stack:
+        item, parent, key = stack.pop()
+        if isinstance(item, dict):
+            new: Any = {}
+            for k, v in item.items():
+                stack.append((v, new, text(k)))
+        elif isinstance(item, list):
+            new = [None] * len(item)
+            for i, v in enumerate(item):
+                stack.append((v, new, i))
+        else:
+            new = text(item) if isinstance(item, str) else item
+        parent[key] = new
+    return root[0]
+
+
 def loads(data: bytes | str) -> Any | Rejected:
-    """Parse one JSON document from the run; a :class:`Rejected` instead of any exception."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    """Parse one JSON document from the run; a :class:`Rejected` instead of any exception.
+
+    Strings come back encodable as UTF-8 (lone surrogates replaced), so whatever the host writes
+    from them later cannot fail to serialize.
+    """
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH * 4 and not _depth_prescan(raw):
         return Rejected(f"nested deeper than {MAX_DEPTH} levels")
     try:
@@ -85,7 +128,9 @@ def loads(data: bytes | str) -> Any | Rejected:
     except (UnicodeDecodeError, ValueError) as exc:
         return Rejected(f"not valid JSON: {type(exc).__name__}")
     problem = _shape_ok(value)
-    return Rejected(problem) if problem else value
+    if problem:
+        return Rejected(problem)
+    return _without_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
 
 
 def loads_object(data: bytes | str) -> dict[str, Any] | Rejected:
@@ -98,9 +143,10 @@ def loads_object(data: bytes | str) -> dict[str, Any] | Rejected:
     return value
 
 
-def clip(text: Any, limit: int = MAX_STRING_CHARS) -> str:
+def clip(value: Any, limit: int = MAX_STRING_CHARS) -> str:
     """Any value as a string of at most ``limit`` characters (what a record field may hold)."""
-    s = text if isinstance(text, str) else json.dumps(text, default=str)[: limit + 1]
+    s = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)[: limit + 1]
+    s = text(s)
     return s if len(s) <= limit else s[:limit] + "…"
 
 
@@ -112,8 +158,8 @@ def as_int(value: Any) -> int | None:
 
 
 def as_str(value: Any, limit: int = 256) -> str | None:
-    """A short string from the run, or None."""
-    return value if isinstance(value, str) and len(value) <= limit else None
+    """A short string from the run (UTF-8-encodable), or None."""
+    return text(value) if isinstance(value, str) and len(value) <= limit else None
 
 
 _SPAN_STATUS = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
@@ -141,12 +187,19 @@ def span(obj: dict[str, Any]) -> dict[str, Any] | Rejected:
     message = status.get("message")
     attrs_in = obj.get("attributes") if isinstance(obj.get("attributes"), dict) else {}
     attrs: dict[str, Any] = {}
+    budget = MAX_SPAN_ATTRIBUTE_CHARS
     for key, value in list(attrs_in.items())[:200]:
-        if not isinstance(key, str) or len(key) > 200:
+        if not isinstance(key, str) or len(key) > 200 or budget <= 0:
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            continue
-        attrs[key] = value if isinstance(value, _ATTR_SCALARS) and not isinstance(value, str) else clip(value, 4096)
+        if isinstance(value, bool) or (isinstance(value, float) and math.isfinite(value)):
+            attrs[text(key)] = value
+        elif isinstance(value, int) and as_int(value) is not None:
+            attrs[text(key)] = value
+        elif isinstance(value, float):
+            continue  # not finite
+        else:
+            attrs[text(key)] = clip(value, min(1024, budget))
+            budget -= len(attrs[text(key)])
     return {
         "trace_id": trace_id,
         "span_id": span_id,

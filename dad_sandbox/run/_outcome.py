@@ -43,6 +43,9 @@ MAX_FILES = 10_000
 MAX_WALK_ENTRIES = 200_000
 MAX_DEPTH = 64
 STAGE_BUDGET_SECONDS = 20.0
+#: Declared outcome files looked at per outcome.json, and skipped entries listed in RUN.json.
+MAX_DECLARED = 1_000
+MAX_SKIPPED = 100
 _ACTOR = git.Actor("dad-sandbox", "dad-sandbox@localhost")
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "dad-sandbox",
@@ -52,12 +55,26 @@ _IDENTITY = {
 }
 
 
+class _Skipped(list[str]):
+    """What staging left out, listed up to :data:`MAX_SKIPPED` entries, then only counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = 0
+
+    def append(self, item: str) -> None:
+        if len(self) < MAX_SKIPPED:
+            super().append(item[:500])
+        else:
+            self.more += 1
+
+
 @dataclass(slots=True)
 class _Staged:
     files: int = 0
     bytes: int = 0
     read: int = 0
-    skipped: list[str] = field(default_factory=list)
+    skipped: _Skipped = field(default_factory=_Skipped)
 
 
 def branch_name(run_id: str) -> str:
@@ -114,7 +131,8 @@ class OutcomeRepository:
             tree = _TreeBuilder(repo)
             staged = _stage_outcomes(run_dir, tree)
             run_info = {"run_id": run_id, "status": status, **(summary or {}),
-                        "outcome_files": staged.files, "skipped": staged.skipped}
+                        "outcome_files": staged.files, "skipped": list(staged.skipped),
+                        "skipped_not_listed": staged.skipped.more}
             tree.add(PurePosixPath("RUN.json"), (json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n").encode())
             # the parent by its sha only: nothing of main's object is read (it may be packed)
             main = git.Commit(repo, hex_to_bin(git.SymbolicReference.dereference_recursive(repo, "refs/heads/main")))
@@ -206,41 +224,49 @@ def _walk_node_dirs(run_dir: Path, deadline: float) -> Iterator[tuple[tuple[str,
     """``(rel_parts, dir_fd, file_names)`` of every node folder, depth-first, without following links.
 
     Node folders are named by element ids, so only such names are descended (the host's and the
-    runner's dot-folders and ``static_inputs`` are not); depth and entries are bounded.
+    runner's dot-folders and ``static_inputs`` are not). One descriptor is open per level of the
+    current path (never one per folder seen), and depth, entries and time are bounded.
     """
-    top = _safe_fs.open_dir(run_dir)
-    stack: list[tuple[tuple[str, ...], int]] = [((), top)]
+    stack: list[tuple[tuple[str, ...], int, list[str]]] = []  # (rel, fd, sub-folders still to visit)
     entries = 0
+    current: tuple[tuple[str, ...], int] | None = ((), _safe_fs.open_dir(run_dir))
     try:
-        while stack:
-            rel, fd = stack.pop()
-            try:
-                if time.monotonic() > deadline or entries > MAX_WALK_ENTRIES:
-                    continue
+        while current is not None or stack:
+            if current is not None:
+                rel, fd = current
+                current = None
                 files, dirs = [], []
-                with os.scandir(fd) as it:
-                    for entry in it:
-                        entries += 1
-                        if entries > MAX_WALK_ENTRIES:
-                            break
-                        if entry.is_dir(follow_symlinks=False):
-                            if ELEMENT_ID_RE.match(entry.name) and (rel or entry.name != STATIC_INPUTS_DIR):
-                                dirs.append(entry.name)
-                        elif entry.name == "outcome.json":
-                            files.append(entry.name)
+                try:
+                    with os.scandir(fd) as it:
+                        for entry in it:
+                            entries += 1
+                            if entries > MAX_WALK_ENTRIES:
+                                break
+                            if entry.is_dir(follow_symlinks=False):
+                                if ELEMENT_ID_RE.match(entry.name) and (rel or entry.name != STATIC_INPUTS_DIR):
+                                    dirs.append(entry.name)
+                            elif entry.name == "outcome.json":
+                                files.append(entry.name)
+                except OSError:
+                    dirs = []
+                stack.append((rel, fd, dirs if len(rel) < MAX_DEPTH else []))
                 yield rel, fd, files
-                if len(rel) < MAX_DEPTH:
-                    for name in dirs:
-                        try:
-                            stack.append(((*rel, name), _safe_fs.open_dir(fd, name)))
-                        except (OSError, UnsafePathError):
-                            continue
-            except OSError:
-                continue
-            finally:
+            if time.monotonic() > deadline or entries > MAX_WALK_ENTRIES:
+                return
+            rel, fd, todo = stack[-1]
+            if not todo:
                 os.close(fd)
+                stack.pop()
+                continue
+            name = todo.pop()
+            try:
+                current = ((*rel, name), _safe_fs.open_dir(fd, name))
+            except (OSError, UnsafePathError):
+                continue
     finally:
-        for _, fd in stack:
+        if current is not None:
+            os.close(current[1])
+        for _, fd, _ in stack:
             os.close(fd)
 
 
@@ -278,7 +304,10 @@ def _stage_outcomes(run_dir: Path, staging: _TreeBuilder) -> _Staged:
         if not isinstance(declared, list):
             staged.skipped.append(f"{where}/outcome.json: 'files' is not a list")
             continue
-        for name in declared[:MAX_FILES]:
+        for name in declared[:MAX_DECLARED]:
+            if time.monotonic() > deadline:
+                staged.skipped.append(f"{where}: time limit reached")
+                break
             if isinstance(name, dict):  # {"name": ..., "bytes": ...} as file nodes write it
                 name = name.get("name")
             if not isinstance(name, str):

@@ -29,6 +29,18 @@ def _write_report(trace_dir: Path, report: dict[str, Any]) -> None:
         json.dump(report, fh, indent=2, default=str)
 
 
+def _not_dumpable() -> None:
+    """Keep the commands a component starts from reading the runner (``/proc/<pid>/environ``, its
+    memory, its stderr through ``/proc/<pid>/fd/2``): a non-dumpable process can be traced or
+    inspected by no other process of the same uid. Best effort: without libc nothing changes."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
     from dad_sandbox._logging import configure_logging
 
@@ -37,6 +49,7 @@ def main() -> int:
         print("dad-sandbox entrypoint: DAD_RUN_REQUEST is not set; this module runs inside a sandbox", file=sys.stderr)
         return EXIT_BAD_REQUEST
     request = json.loads(raw)
+    _not_dumpable()
     # Records for the host carry the run's channel prefix; plain prints of the component do not.
     prefix = f"\x1edad:{request['channel']} " if request.get("channel") else ""
     configure_logging(json=True, stream=sys.stderr, line_prefix=prefix)

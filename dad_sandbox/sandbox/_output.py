@@ -36,6 +36,8 @@ def _valid_metric(obj: Any) -> dict[str, Any] | None:
     name, value, attrs = obj.get("name"), obj.get("value"), obj.get("attributes") or {}
     if not isinstance(name, str) or not 0 < len(name) <= 200 or isinstance(value, bool):
         return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return None
     if not isinstance(value, int | float) or not math.isfinite(value) or not isinstance(attrs, dict):
         return None
     unit = obj.get("unit")
@@ -111,7 +113,6 @@ class OutputSink:
             self._take(stream, chunk)
         except Exception:  # noqa: BLE001 - hostile output must never stop the pump
             self.internal_errors += 1
-            self.info.truncated = True
 
     def _take(self, stream: str, chunk: bytes) -> None:
         self.info.bytes_total += len(chunk)
@@ -125,13 +126,17 @@ class OutputSink:
         while True:
             cut = buf.find(b"\n", 0, MAX_LINE_BYTES + 1)
             if cut >= 0:
-                self._emit(stream, bytes(buf[:cut]), raw=cut + 1, partial=False)
-                del buf[: cut + 1]
+                line, raw, partial = bytes(buf[:cut]), cut + 1, False
             elif len(buf) > MAX_LINE_BYTES:
-                self._emit(stream, bytes(buf[:MAX_LINE_BYTES]), raw=MAX_LINE_BYTES, partial=True)
-                del buf[:MAX_LINE_BYTES]
+                line, raw, partial = bytes(buf[:MAX_LINE_BYTES]), MAX_LINE_BYTES, True
             else:
                 break
+            del buf[:raw]
+            try:
+                self._emit(stream, line, raw=raw, partial=partial)
+            except Exception:  # noqa: BLE001 - one line the sink cannot handle is dropped, the rest flows
+                self.internal_errors += 1
+                self.info.bytes_dropped += raw
 
     def retarget(self, run_id: str, observer: Observer | None, channel: str | None = None) -> None:
         """A warm-pool sink made before its run existed now serves that run."""

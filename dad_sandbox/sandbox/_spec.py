@@ -104,9 +104,11 @@ def container_spec(
         Mount(str(run_dir), inside, read_only=False),
         Mount(str(run_dir / STATIC_INPUTS_DIR), f"{inside}/{STATIC_INPUTS_DIR}", read_only=True),
     ]
-    if previous_run_dir is not None:
-        mounts.append(Mount(str(previous_run_dir), container_run_dir(previous_run_dir.name), read_only=True))
     tmpfs = {path: f"size={size},mode=1777" for path, size in policy.tmpfs.items()}
+    if previous_run_dir is not None:
+        previous = container_run_dir(previous_run_dir.name)
+        mounts.append(Mount(str(previous_run_dir), previous, read_only=True))
+        tmpfs[f"{previous}/{TRACE_DIR}"] = MASK  # its nodes' results are what a re-run needs, not the host's records
     tmpfs[f"{inside}/{TRACE_DIR}"] = MASK  # the host's own files: the run needs none of them
     masked = _masked_run_root(project_root, run_root)
     if masked is not None:

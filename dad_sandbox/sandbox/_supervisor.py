@@ -26,7 +26,7 @@ from typing import Any
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
 from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.run import _safe_fs
+from dad_sandbox.run import _hostile, _safe_fs
 from dad_sandbox.run._collect import Collected, collect_runner_files
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
 from dad_sandbox.run._usage import DirUsage, dir_usage
@@ -284,8 +284,8 @@ class RunSupervisor:
         """Sample resource use into metrics.jsonl and enforce the run-dir quotas, every interval.
 
         The run-dir walk runs in a worker thread with its own entry and time budget; when a walk
-        is slow (a run with many files), the next one waits proportionally longer, so the
-        supervisor spends a bounded share of a core on any one run.
+        is slow (a run with many files), the next one waits up to twice as long (at most 5 s), so
+        the supervisor spends at most about a third of a core on any one run.
         """
         interval = self.policy.metrics_interval or 1.0
         quota = self.policy.disk_quota
@@ -305,7 +305,9 @@ class RunSupervisor:
             if quota is not None or self.policy.max_files is not None:
                 t0 = time.monotonic()
                 usage = await asyncio.to_thread(self._usage, watch)
-                pause = max(interval, 5 * (time.monotonic() - t0))
+                # a slow walk (a huge tree) spaces out the next, but never beyond a few seconds:
+                # the gap between two walks bounds how far a fast writer can overshoot the quota
+                pause = max(interval, min(2 * (time.monotonic() - t0), 5.0))
                 watch.run_dir_bytes = usage.bytes
                 breach = self._quota_breach(usage)
                 if breach is not None:
@@ -382,19 +384,24 @@ class RunSupervisor:
         if state is not None and state.exit_code is not None and state.exit_code > 128:
             resources["exit_signal"] = signal_name(state.exit_code - 128)
         collection = files.collected.files
-        md = await asyncio.to_thread(
-            ctx.record,
-            status=status,
-            reason=reason,
-            error=error,
-            container_id=cid,
-            image_id=state.image_id if state else None,
-            exit_code=state.exit_code if state else None,
-            output=output,
-            resources=resources,
-            collection={name: rep.to_json() for name, rep in collection.items()},
-            tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
-        )
+        try:
+            md = await asyncio.to_thread(
+                ctx.record,
+                status=status,
+                reason=reason,
+                error=error,
+                container_id=cid,
+                image_id=state.image_id if state else None,
+                exit_code=state.exit_code if state else None,
+                output=output,
+                resources=resources,
+                collection={name: rep.to_json() for name, rep in collection.items()},
+                tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever broke the full record, the status must land
+            log.error("could not record the run's details; recording its status alone", run_id=ctx.run_id, error=str(exc))
+            md = await asyncio.to_thread(ctx.record, status=status, reason=reason, container_id=cid,
+                                         error=f"{_hostile.text(error or '')}\n(details could not be recorded: {exc})")
         async def remove() -> None:
             try:
                 await engine.remove(cid)

@@ -188,3 +188,22 @@ def _unreadable_folder_check(folder: Path) -> None:
 def test_usage_repairs_folders_the_run_made_unreadable(tmp_path: Path) -> None:
     """A folder (or the run dir) chmod-ed 000 by a run sharing the host user's uid is given back u+rwx and counted."""
     _as_nobody_if_root(tmp_path, _unreadable_folder_check)
+
+
+def test_lone_surrogates_never_reach_the_host_writers(tmp_path: Path) -> None:
+    """A report or span with lone surrogates (JSON \\ud800) is stored with U+FFFD, never failing to serialize."""
+    d = run_dir(tmp_path)
+    (d / ".runner" / "runner_report.json").write_text('{"status": "failed", "error": "x\\ud800y", "failed_path": "a\\udcff"}')
+    (d / ".runner" / "trace.jsonl").write_text(json.dumps({**SPAN, "name": "n\ud800"}, ensure_ascii=True) + "\n")
+    got = collect_runner_files(d)
+    assert got.report is not None and got.report["error"] == "x\ufffdy"
+    json.dumps(got.report, ensure_ascii=False).encode("utf-8")
+    assert json.loads((d / ".trace" / "trace.jsonl").read_text())["name"] == "n\ufffd"
+
+
+def test_span_attributes_are_bounded() -> None:
+    """Huge ints become strings and non-scalar attribute values share a small character budget."""
+    got = _hostile.span({**SPAN, "attributes": {"big": 10**400, **{f"a{i}": ["é" * 680] for i in range(185)}}})
+    assert not isinstance(got, _hostile.Rejected)
+    assert isinstance(got["attributes"]["big"], str)
+    assert sum(len(v) for v in got["attributes"].values() if isinstance(v, str)) <= _hostile.MAX_SPAN_ATTRIBUTE_CHARS + 2048

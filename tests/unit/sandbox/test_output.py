@@ -118,3 +118,15 @@ def test_sink_never_raises(tmp_path: Path) -> None:
     os.close(fd)
     sink("stdout", b"hello\n")
     assert sink.internal_errors == 1
+
+
+def test_a_bad_channel_record_drops_one_line_only(tmp_path: Path) -> None:
+    """A runner metric with a 400-digit value is refused; output after it keeps flowing."""
+    path = tmp_path / "logs.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    sink = OutputSink(fd, limit=1 << 20, run_id="r", metrics_fd=fd, channel="abc")
+    sink("stderr", b'\x1edad:abc {"dad_metric": {"name": "x", "value": ' + b"9" * 400 + b"}}\n")
+    sink("stdout", b"after\n")
+    info = sink.finish()
+    os.close(fd)
+    assert not info.truncated and records(path)[-1]["message"] == "after"
