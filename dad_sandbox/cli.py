@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from dad_sandbox._cli_errors import STATUS_EXITS, ErrorHandlingGroup, SandboxError, one_line
+from dad_sandbox._cli_errors import STATUS_EXITS, ErrorHandlingGroup, SandboxError
 from dad_sandbox._version import __version__
 
 #: Exit codes, one per outcome (also in the README and in --help).
@@ -352,8 +352,9 @@ def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
         click.echo(md.model_dump_json(indent=2))
         return
     rows = [("run", md.run_id), ("status", md.status.value + (f" ({md.reason})" if md.reason else "")),
-            ("what", _what(md)), ("created", md.created_at), ("duration", f"{md.duration_seconds}s"),
-            ("exit code", md.exit_code), ("execution", md.execution or "-"),
+            ("what", _what(md)), ("created", md.created_at),
+            ("duration", f"{md.duration_seconds}s" if md.duration_seconds is not None else "-"),
+            ("exit code", md.exit_code if md.exit_code is not None else "-"), ("execution", md.execution or "-"),
             ("policy", f"{md.policy_name or '-'}" + (f" ({md.policy_hash[:12]})" if md.policy_hash else "")),
             ("image", f"{md.image or '-'}" + (f" {md.image_id[:19]}" if md.image_id else "")), ("run dir", run_dir)]
     if md.rerun:

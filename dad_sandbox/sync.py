@@ -165,6 +165,8 @@ def replay(
         RerunTargetError: no such run, or it recorded neither a component nor a command.
         ImageNotFound: its image id is gone from the engine (pass ``image``).
     """
+    from dad_sandbox.runner import provisional_root_id
+
     root = Path(run_root).resolve()
     run_dir, md = previous_run(root, run_id)
     reproduction = plan(md, image=image)

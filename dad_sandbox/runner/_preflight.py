@@ -149,8 +149,8 @@ def _one_line(key: str, path: str, model: type[BaseModel], exc: ValidationError)
         else:
             parts.append(f"field {loc!r} expected {_expected(model, loc)}, got {got} ({err['msg']})")
     more = f"; and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
-    where = path if key == path else f"{path} (key {key!r})"
-    return f"static input for node {where!r} does not match {model.__name__}: {'; '.join(parts)}{more}"
+    where = repr(path) if key == path else f"{path!r} (key {key!r})"
+    return f"static input for node {where} does not match {model.__name__}: {'; '.join(parts)}{more}"
 
 
 def _expected(model: type[BaseModel], loc: str) -> str:
