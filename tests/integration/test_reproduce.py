@@ -156,3 +156,19 @@ def test_replay_and_diff_and_missing_image(project: Path, flows: str, tmp_path: 
     gone = cli(project, "replay", first["run_id"], "--json")
     assert gone.returncode == 7 and json.loads(gone.stdout)["kind"] == "image_missing"
     assert "no longer on this engine" in gone.stderr and "--image" in gone.stderr
+
+
+def test_rerun_of_an_in_process_run(project: Path) -> None:
+    """An in-process run records its component reference, so `rerun` re-runs it (under untrusted, saying why)."""
+    import asyncio
+
+    from dad_sandbox import AgentRunner, RunContext
+    from sbx_components.flows import counted_agent
+
+    ctx = RunContext("counted", project)
+    ctx.setup_run()
+    asyncio.run(AgentRunner(counted_agent, ctx).run())
+    res = cli(project, "rerun", ctx.run_id, "--from", "counted.main.c")
+    assert res.returncode == 0, res.stderr
+    assert f"run {ctx.run_id} ran in-process and recorded no policy" in res.stderr
+    assert "ran a command" not in res.stderr
