@@ -87,8 +87,10 @@ def main() -> int:
         runner = runner_for(component, ctx, reference=request["component"])
         runner.metrics = MetricsEmitter.for_container(ctx.run_id)
     except BaseException as exc:  # noqa: BLE001 - an import may raise anything, SystemExit included
-        cause = exc.__cause__ or exc
-        message = f"could not load the component {request.get('component')!r}: {type(cause).__name__}: {cause}"
+        from dad_sandbox.errors import DadSandboxError
+
+        what = str(exc) if isinstance(exc, DadSandboxError) else f"{type(exc).__name__}: {exc}"
+        message = f"could not load the component {request.get('component')!r}: {what}"
         _refuse(layout, KIND_COMPONENT_LOAD, message.splitlines()[0], traceback.format_exc(), None)
         return EXIT_BAD_REQUEST
     from dad_sandbox.errors import RerunTargetError, StaticInputsError

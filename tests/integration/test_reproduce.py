@@ -88,10 +88,13 @@ def test_wrong_input_type_fails_before_any_node(project: Path, flows: str, tmp_p
 
 
 def test_component_that_does_not_import_is_one_line(project: Path) -> None:
-    """A module with a SyntaxError (or raising at import) ends failed (component_load), one line, exit 7."""
+    """A module with a SyntaxError, raising at import, missing, or without the attribute: failed (component_load),
+    one line, exit 7."""
     (project / "sbx_components" / "broken.py").write_text("def oops(:\n")
     (project / "sbx_components" / "raising.py").write_text("raise RuntimeError('no import for you')\n")
-    for ref, words in (("sbx_components.broken:x", "SyntaxError"), ("sbx_components.raising:x", "no import for you")):
+    cases = (("sbx_components.broken:x", "SyntaxError"), ("sbx_components.raising:x", "no import for you"),
+             ("sbx_components.nope:x", "cannot import module"), ("sbx_components.flows:missing", "no attribute"))
+    for ref, words in cases:
         res = cli(project, "run", ref, "--json")
         assert res.returncode == 7, res.stderr
         obj = json.loads(res.stdout)
