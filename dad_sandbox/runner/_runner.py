@@ -367,9 +367,10 @@ class ComponentRunner:
         self.log_file = ctx.layout.trace_dir / LOGS_FILE
         try:
             result = await self.execute()
-        except BaseException as exc:
-            ctx.record(status=RunStatus.CANCELLED if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-                       else RunStatus.CRASHED, reason="in_process", error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # execute() keeps Exceptions as a failed result: this is Ctrl-C, cancel, exit
+            cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+            ctx.record(status=RunStatus.CANCELLED if cancelled else RunStatus.CRASHED,
+                       reason="cancelled" if cancelled else "interrupted", error=f"{type(exc).__name__}: {exc}")
             raise
         if result.status != "completed":
             reason = "node_failed" if result.failed_path else "component_error"
