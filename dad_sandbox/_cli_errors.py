@@ -36,7 +36,7 @@ def one_line(message: object) -> str:
 class CliError(click.ClickException):
     """Base: an expected failure shown as one line (or a JSON object under ``--json``)."""
 
-    exit_code: ClassVar[int] = 7  # type: ignore[misc]
+    exit_code: ClassVar[int] = 7
     default_kind: ClassVar[str] = "sandbox_error"
 
     def __init__(self, message: object, *, kind: str | None = None, **details: Any) -> None:
@@ -140,7 +140,7 @@ def _wants(args: Sequence[str], *flags: str) -> bool:
 class ErrorHandlingGroup(click.Group):
     """The root group: runs the command and turns every failure into one line and its exit code."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         try:
