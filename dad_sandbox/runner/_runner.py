@@ -90,6 +90,16 @@ class ComponentResult:
     failed_path: str | None = None
 
     @property
+    def reason(self) -> str | None:
+        """Why it failed, in the status vocabulary: ``node_failed`` (a node), ``rerun_target`` (a part
+        to load is missing from the previous run) or ``component_error`` (a loop's items, a predicate)."""
+        if self.status == "completed":
+            return None
+        if self.failed_path:
+            return "node_failed"
+        return "rerun_target" if (self.error or "").startswith(RerunTargetError.__name__) else "component_error"
+
+    @property
     def outputs(self) -> dict[str, Any]:
         return {n.hierarchy_path: n.output for n in self.nodes}
 
@@ -373,8 +383,7 @@ class ComponentRunner:
                        reason="cancelled" if cancelled else "interrupted", error=f"{type(exc).__name__}: {exc}")
             raise
         if result.status != "completed":
-            reason = "node_failed" if result.failed_path else "component_error"
-            ctx.record(status=RunStatus.FAILED, reason=reason, error=result.error)
+            ctx.record(status=RunStatus.FAILED, reason=result.reason, error=result.error)
             ctx.commit_outcomes()
             raise NodeError(result.error or "a node failed", hierarchy_path=result.failed_path or self.component.id)
         ctx.record(status=RunStatus.COMPLETED)

@@ -9,15 +9,17 @@ state, reading the report as untrusted data.
 
 The report always says what kind of ending it was, so the host can name the reason:
 
-=================  =====  ==========================================================
-``kind``           exit   meaning
-=================  =====  ==========================================================
-``completed``      0      every node ran (or was loaded) and none failed
-``node_failed``    1      a node (or the component around it) failed
-``component_load`` 2      the request or the component could not be loaded
-``invalid_inputs`` 3      a static input does not fit its node (nothing ran)
-``rerun_target``   3      the re-run start path matches no element (nothing ran)
-=================  =====  ==========================================================
+====================  ====  ==============================================================
+``kind``              exit  meaning
+====================  ====  ==============================================================
+``completed``         0     every node ran (or was loaded) and none failed
+``node_failed``       1     a node failed
+``component_error``   1     the component failed outside a node (a loop's items, a predicate)
+``rerun_target``      1     a part to load is missing from the previous run (nothing executed)
+``component_load``    2     the request or the component could not be loaded
+``invalid_inputs``    3     a static input does not fit its node (nothing ran)
+``rerun_target``      3     the re-run start path matches no element (nothing ran)
+====================  ====  ==============================================================
 
 It uses only the run and runner layers (no engine), as DESIGN.md's layering requires.
 """
@@ -104,7 +106,7 @@ def main() -> int:
         _refuse(layout, kind, " ".join(str(exc).split()), "", description)
         return EXIT_INVALID_REQUEST
     result = asyncio.run(runner.execute())
-    kind = "completed" if result.status == "completed" else "node_failed"
+    kind = result.reason or "completed"
     _write_report(layout, {**result.to_json(), "kind": kind, "component": description})
     return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
 

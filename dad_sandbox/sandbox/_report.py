@@ -12,7 +12,7 @@ from typing import Any
 from dad_sandbox.run._layout import ELEMENT_ID_RE
 
 #: Reasons a failed component run can get from its report; each one means "nothing ran" except node_failed.
-REPORT_REASONS = frozenset({"component_load", "invalid_inputs", "rerun_target", "node_failed"})
+REPORT_REASONS = frozenset({"component_load", "invalid_inputs", "rerun_target", "node_failed", "component_error"})
 #: Reasons that mean the request was refused before any node ran (the CLI exits 7 for them).
 REQUEST_REASONS = frozenset({"component_load", "invalid_inputs", "rerun_target", "invalid_request"})
 

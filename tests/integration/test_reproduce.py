@@ -175,3 +175,15 @@ def test_rerun_of_an_in_process_run(project: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert f"run {ctx.run_id} ran in-process and recorded no policy" in res.stderr
     assert "ran a command" not in res.stderr
+
+
+def test_rerun_of_a_refused_run_cannot_load_and_says_so(project: Path, flows: str, tmp_path: Path) -> None:
+    """Re-running from a later node of a run that never ran ends failed (rerun_target) in one line, exit 7."""
+    bad = write(tmp_path / "bad.json", {"base": {"n": "x"}, "add": {"values": [1]}})
+    refused = json.loads(cli(project, "run", flows, "--inputs", str(bad), "--json").stdout)
+    good = write(tmp_path / "good.json", {"base": {"n": 1}})
+    res = cli(project, "rerun", refused["run_id"], "--from", "sums.add", "--inputs", str(good), "--json")
+    assert res.returncode == 7, res.stderr
+    obj = json.loads(res.stdout)
+    assert obj["kind"] == "rerun_target" and "sums.base" in obj["error"] and "previous run" in obj["error"]
+    assert not (project / "runs" / obj["run_id"] / "executed.log").exists()
