@@ -311,10 +311,10 @@ def runs_group() -> None:
 
 def _what(md: Any) -> str:
     if md.component:
-        return md.component
+        return str(md.component)
     if md.command:
         return " ".join(md.command)[:60]
-    return md.root_component_id
+    return str(md.root_component_id)
 
 
 @runs_group.command("ls", help="List runs, newest first.")

@@ -213,7 +213,8 @@ class SyncRunHandle:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run is final; ``TimeoutError`` if ``timeout`` passes first (the run goes on)."""
-        return asyncio.run_coroutine_threadsafe(self._handle.wait(), self._loop).result(timeout)
+        result: RunResult = asyncio.run_coroutine_threadsafe(self._handle.wait(), self._loop).result(timeout)
+        return result
 
     def cancel(self) -> None:
         self._loop.call_soon_threadsafe(self._handle.cancel)
@@ -267,7 +268,8 @@ class SyncSupervisor:
 
     def recover(self) -> list[Any]:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._sup.recover(wait=True), self._loop).result()
+        found: list[Any] = asyncio.run_coroutine_threadsafe(self._sup.recover(wait=True), self._loop).result()
+        return found
 
     def __exit__(self, *exc: object) -> None:
         try:
