@@ -32,6 +32,7 @@ class Progress:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._announced = False
 
     def __enter__(self) -> Progress:
         if self.quiet:
@@ -39,8 +40,7 @@ class Progress:
         if self.interactive:
             self._thread = threading.Thread(target=self._tick, name="dad-progress", daemon=True)
             self._thread.start()
-        else:
-            self._print(f"{self.label}: started")
+        # plain lines start with the first node: a request refused before any node shows only its error
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -60,6 +60,9 @@ class Progress:
             elif event in ("node completed", "node failed"):
                 self.done_nodes += 1
         if not self.quiet and not self.interactive and event in ("node started", "node completed", "node failed") and node:
+            if not self._announced:
+                self._announced = True
+                self._print(f"{self.label}: started")
             self._print(f"{self.label}: {event} {node}")
 
     def _print(self, line: str) -> None:

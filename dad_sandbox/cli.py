@@ -12,12 +12,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from dad_sandbox._cli_errors import STATUS_EXITS, ErrorHandlingGroup, SandboxError
 from dad_sandbox._version import __version__
 
 #: Exit codes, one per outcome (also in the README and in --help).
@@ -35,30 +35,10 @@ EXIT_CODES = {
 EXIT_HELP = (
     "Exit codes: 0 completed (or the command succeeded), 1 failed (or doctor found problems), "
     "2 usage error, 3 timed_out, 4 oom_killed, 5 crashed/abandoned, 6 cancelled, "
-    "7 dad-sandbox could not do it (engine, image, policy, unknown run)."
+    "7 dad-sandbox could not do it (engine, image, policy, unknown run, a request refused before any node ran: "
+    "invalid inputs, bad re-run start, component that does not load). Errors are one line on stderr; "
+    "with --json also {\"error\": ..., \"kind\": ...} on stdout."
 )
-
-
-class SandboxError(click.ClickException):
-    """A dad-sandbox error shown to the user with exit code 7."""
-
-    exit_code = EXIT_CODES["sandbox_error"]
-
-
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn DadSandboxError into a one-line message and exit code 7."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from dad_sandbox.errors import DadSandboxError
-
-        try:
-            return fn(*args, **kwargs)
-        except DadSandboxError as exc:
-            raise SandboxError(str(exc)) from exc
-
-    return wrapper
 
 
 def _echo_json(data: Any) -> None:
@@ -110,13 +90,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _finish(summary: dict[str, Any], as_json: bool, *, show_output: bool) -> None:
+    from dad_sandbox.sandbox._report import REQUEST_REASONS
+
+    if summary["status"] == "failed" and summary.get("reason") in REQUEST_REASONS:
+        # refused before any node ran: the user's request is wrong, not the run - one line, exit 7
+        first = (str(summary.get("error") or "the request was refused").strip().splitlines() or [""])[0]
+        raise SandboxError(first, kind=summary["reason"], run_id=summary["run_id"], status="failed")
     if as_json:
         _echo_json(summary)
     else:
         if show_output:
             _print_output(Path(summary["run_dir"]))
         _print_summary(summary)
-    sys.exit(EXIT_CODES.get(summary["status"], 1))
+    code = STATUS_EXITS[summary["status"]].exit_code if summary["status"] in STATUS_EXITS else 0
+    sys.exit(code if summary["status"] != "completed" else 0)
+
+
+def _say(notes: list[str], as_json: bool) -> None:
+    """Tell the user what a re-run or replay reproduces and what was overridden (stderr, not under --json)."""
+    if not as_json:
+        for note in notes:
+            click.echo(f"{note}", err=True)
 
 
 def _run_root(run_root: Path | None) -> Path:
@@ -138,7 +132,7 @@ _inputs_opt = click.option("--inputs", "inputs_file", type=click.Path(dir_okay=F
                            help="Static inputs JSON: {node_id_or_path: {field: value}}.")
 
 
-@click.group(help=f"dad-sandbox {__version__}: run DAD agents and commands, each in its own container.\n\n{EXIT_HELP}")
+@click.group(cls=ErrorHandlingGroup, help=f"dad-sandbox {__version__}: run DAD agents and commands, each in its own container.\n\n{EXIT_HELP}")
 @click.version_option(__version__, prog_name="dad-sandbox")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the supervisor does (to stderr).")
 def main(verbose: bool) -> None:
@@ -157,7 +151,6 @@ def main(verbose: bool) -> None:
 @_json_opt
 @_prefix_opt
 @click.argument("argv", nargs=-1, required=True)
-@_guard
 def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json: bool, run_id_prefix: str | None,
              argv: tuple[str, ...]) -> None:
     if run_root is None and os.environ.get("DAD_SANDBOX_NO_SERVER") != "1":
@@ -196,18 +189,29 @@ def _served_exec(argv: list[str], policy: str, timeout: float | None, prefix: st
 
 def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
     from dad_sandbox._progress import Progress
+    from dad_sandbox.runner import check_reference
     from dad_sandbox.sync import run_component
 
-    label = reference.rsplit(":", 1)[-1]
+    label = check_reference(reference).rsplit(":", 1)[-1]
     if as_json:
         result = run_component(reference, **kwargs)
     else:
         with Progress(label) as progress:
             result = run_component(reference, on_event=progress.observe, **kwargs)
-    _finish(result.summary(), as_json, show_output=False)
+    _finish(_with_reproduction(result), as_json, show_output=False)
 
 
-@main.command("run", help=f"Run the component MODULE:ATTRIBUTE (importable from --project-root) in a container.\n\n{EXIT_HELP}")
+def _with_reproduction(result: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = result.summary()
+    extra = result.metadata.model_extra or {}
+    for key in ("reproduction", "replay_of"):
+        if extra.get(key):
+            summary[key] = extra[key]
+    return summary
+
+
+@main.command("run", help=f"Run the component MODULE:ATTRIBUTE (importable from --project-root) in a container. "
+                          f"The component is imported only inside the container, never on this host.\n\n{EXIT_HELP}")
 @click.argument("reference", metavar="MODULE:ATTRIBUTE")
 @_policy_opt
 @_timeout_opt
@@ -216,35 +220,63 @@ def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
 @_prefix_opt
 @_inputs_opt
 @click.option("--project-root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("."),
-              show_default=True, help="Project folder, mounted read-only; REFERENCE is imported from it.")
-@_guard
+              show_default=True, help="Project folder, mounted read-only; REFERENCE is imported from it (in the container).")
 def run_cmd(reference: str, policy: str, timeout: float | None, run_root: Path | None, as_json: bool,
             run_id_prefix: str | None, inputs_file: Path | None, project_root: Path) -> None:
     _run_component(reference, as_json=as_json, policy=policy, timeout=timeout, project_root=project_root,
                    run_root=_run_root(run_root), run_id_prefix=run_id_prefix, static_inputs_file=inputs_file)
 
 
-@main.command("rerun", help=f"Re-run RUN_ID from HIERARCHY_PATH: earlier elements are loaded from RUN_ID, not executed.\n\n{EXIT_HELP}")
+@main.command("rerun", help="Re-run RUN_ID from HIERARCHY_PATH: earlier elements are loaded from RUN_ID, not executed. "
+                            "It reproduces RUN_ID: its recorded policy and image id, and its static inputs with "
+                            f"--inputs overlaid per node.\n\n{EXIT_HELP}")
 @click.argument("run_id")
 @click.option("--from", "start", required=True, metavar="HIERARCHY_PATH", help="e.g. my_agent.main.node3")
-@_policy_opt
+@click.option("--policy", default=None, metavar="NAME|PATH", help="Use this policy instead of RUN_ID's recorded one.")
+@click.option("--image", default=None, metavar="IMAGE", help="Use this image instead of RUN_ID's recorded image id.")
 @_timeout_opt
 @_run_root_opt
 @_json_opt
 @_inputs_opt
-@_guard
-def rerun_cmd(run_id: str, start: str, policy: str, timeout: float | None, run_root: Path | None, as_json: bool,
-              inputs_file: Path | None) -> None:
-    from dad_sandbox.run import read_metadata
-    from dad_sandbox.run._runs import find_run
+@click.option("--replace-inputs", is_flag=True,
+              help="Use only --inputs (drop RUN_ID's static inputs) instead of overlaying them per node.")
+def rerun_cmd(run_id: str, start: str, policy: str | None, image: str | None, timeout: float | None,
+              run_root: Path | None, as_json: bool, inputs_file: Path | None, replace_inputs: bool) -> None:
+    from dad_sandbox.sandbox._reproduce import plan, previous_run
 
     root = _run_root(run_root)
-    md = read_metadata(find_run(root, run_id))
+    _, md = previous_run(root, run_id)
     if not md.component or ":" not in md.component:
-        raise SandboxError(f"run {run_id} ran a command, not a component; only component runs can be re-run from a node")
-    _run_component(md.component, as_json=as_json, policy=policy, timeout=timeout, project_root=md.project_root,
-                   run_root=root, static_inputs_file=inputs_file, previous_run_id=run_id, start_hierarchy_path=start,
-                   run_id_prefix=None)
+        what = f"the command {' '.join(md.command or [])[:60]!r}" if md.command else f"{md.component!r} from an object"
+        raise SandboxError(f"run {run_id} ran {what}, not a component reference, so it cannot be re-run from a node; "
+                           f"'dad-sandbox replay {run_id}' runs it again", kind="rerun_target")
+    _say(plan(md, policy=policy, image=image, timeout=timeout).notes, as_json)
+    _run_component(md.component, as_json=as_json, policy=policy, image=image, timeout=timeout,
+                   project_root=md.project_root, run_root=root, static_inputs_file=inputs_file,
+                   replace_inputs=replace_inputs, previous_run_id=run_id, start_hierarchy_path=start, run_id_prefix=None)
+
+
+@main.command("replay", help="Run RUN_ID again from its metadata alone: the same component or command, static inputs, "
+                             "policy and image id. Compare the two with 'dad-sandbox runs diff'.\n\n" + EXIT_HELP)
+@click.argument("run_id")
+@click.option("--image", default=None, metavar="IMAGE", help="Use this image if RUN_ID's image id is gone.")
+@_run_root_opt
+@_json_opt
+def replay_cmd(run_id: str, image: str | None, run_root: Path | None, as_json: bool) -> None:
+    from dad_sandbox._progress import Progress
+    from dad_sandbox.sandbox._reproduce import plan, previous_run
+    from dad_sandbox.sync import replay
+
+    root = _run_root(run_root)
+    _, md = previous_run(root, run_id)
+    _say(plan(md, image=image).notes, as_json)
+    if as_json:
+        result = replay(run_id, run_root=root, image=image)
+    else:
+        with Progress(f"replay {run_id}") as progress:
+            result = replay(run_id, run_root=root, image=image, on_event=progress.observe)
+        click.echo(f"compare: dad-sandbox runs diff {run_id} {result.run_id}", err=True)
+    _finish(_with_reproduction(result), as_json, show_output=bool(md.command and not md.component))
 
 
 # ---------------------------------------------------------------------------- runs
@@ -258,9 +290,11 @@ def rerun_cmd(run_id: str, start: str, policy: str, timeout: float | None, run_r
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Unix socket [default: $DAD_SANDBOX_SOCKET or /tmp/dad-sandbox-<uid>/supervisor.sock].")
 @_run_root_opt
-@_guard
 def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | None, run_root: Path | None) -> None:
     import asyncio
+
+    if max_parallel < 1:
+        raise SandboxError(f"--max-parallel {max_parallel}: give at least 1 (runs at the same time)", kind="invalid_argument")
 
     from dad_sandbox._client import default_socket_path
     from dad_sandbox.sandbox import Supervisor
@@ -270,7 +304,7 @@ def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | Non
     for item in pools:
         name, sep, size = item.partition("=")
         if not sep or not size.isdigit():
-            raise click.BadParameter(f"{item!r}: use POLICY=SIZE, e.g. untrusted=2", param_hint="--warm-pool")
+            raise SandboxError(f"--warm-pool {item!r}: use POLICY=SIZE, e.g. untrusted=2", kind="invalid_argument")
         if int(size):
             warm[name] = int(size)
     supervisor = Supervisor(project_root=Path.cwd(), run_root=_run_root(run_root), max_parallel=max_parallel,
@@ -285,17 +319,16 @@ def runs_group() -> None:
 
 def _what(md: Any) -> str:
     if md.component:
-        return md.component
+        return str(md.component)
     if md.command:
         return " ".join(md.command)[:60]
-    return md.root_component_id
+    return str(md.root_component_id)
 
 
 @runs_group.command("ls", help="List runs, newest first.")
 @_run_root_opt
 @_json_opt
 @click.option("--limit", type=int, default=50, show_default=True)
-@_guard
 def runs_ls(run_root: Path | None, as_json: bool, limit: int) -> None:
     from dad_sandbox.run._runs import list_runs
 
@@ -317,7 +350,6 @@ def runs_ls(run_root: Path | None, as_json: bool, limit: int) -> None:
 @click.argument("run_id")
 @_run_root_opt
 @_json_opt
-@_guard
 def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
     from dad_sandbox.run import read_metadata
     from dad_sandbox.run._jsonl import iter_jsonl
@@ -329,12 +361,16 @@ def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
         click.echo(md.model_dump_json(indent=2))
         return
     rows = [("run", md.run_id), ("status", md.status.value + (f" ({md.reason})" if md.reason else "")),
-            ("what", _what(md)), ("created", md.created_at), ("duration", f"{md.duration_seconds}s"),
-            ("exit code", md.exit_code), ("policy", f"{md.policy_name} ({(md.policy_hash or '')[:12]})"),
-            ("image", f"{md.image} {(md.image_id or '')[:19]}"), ("run dir", run_dir)]
+            ("what", _what(md)), ("created", md.created_at),
+            ("duration", f"{md.duration_seconds}s" if md.duration_seconds is not None else "-"),
+            ("exit code", md.exit_code if md.exit_code is not None else "-"), ("execution", md.execution or "-"),
+            ("policy", f"{md.policy_name or '-'}" + (f" ({md.policy_hash[:12]})" if md.policy_hash else "")),
+            ("image", f"{md.image or '-'}" + (f" {md.image_id[:19]}" if md.image_id else "")), ("run dir", run_dir)]
     if md.rerun:
         rows.append(("re-run of", f"{md.rerun.previous_run_id} from {md.rerun.start_hierarchy_path}"))
     extra = md.model_extra or {}
+    if extra.get("replay_of"):
+        rows.append(("replay of", extra["replay_of"]))
     if extra.get("outcome_branch"):
         rows.append(("outcome", f"{extra['outcome_branch']} {str(extra.get('outcome_commit', ''))[:12]}"))
     if md.resources:
@@ -368,7 +404,6 @@ def _format_log(rec: dict[str, Any]) -> str:
 @_run_root_opt
 @_json_opt
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run is final.")
-@_guard
 def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -> None:
     from dad_sandbox.run import read_metadata
     from dad_sandbox.run._jsonl import iter_jsonl
@@ -391,7 +426,6 @@ def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -
 @click.argument("run_id")
 @_run_root_opt
 @_json_opt
-@_guard
 def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
     from dad_sandbox.run._jsonl import iter_jsonl
     from dad_sandbox.run._runs import find_run
@@ -431,7 +465,6 @@ def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
 @_run_root_opt
 @_json_opt
 @click.option("--stat", "stat_only", is_flag=True, help="Only the list of changed files.")
-@_guard
 def runs_diff(run_a: str, run_b: str, run_root: Path | None, as_json: bool, stat_only: bool) -> None:
     from dad_sandbox.run import read_metadata
     from dad_sandbox.run._layout import RunLayout
@@ -452,13 +485,23 @@ def runs_diff(run_a: str, run_b: str, run_root: Path | None, as_json: bool, stat
 @click.argument("run_id")
 @click.option("--endpoint", required=True, metavar="URL", help="e.g. http://127.0.0.1:4318")
 @_run_root_opt
-@_guard
-def runs_export_otlp(run_id: str, endpoint: str, run_root: Path | None) -> None:
+@_json_opt
+def runs_export_otlp(run_id: str, endpoint: str, run_root: Path | None, as_json: bool) -> None:
+    from urllib.parse import urlsplit
+
     from dad_sandbox.run._otlp import export_otlp
     from dad_sandbox.run._runs import find_run
 
-    count = export_otlp(find_run(_run_root(run_root), run_id), run_id, endpoint)
-    click.echo(f"sent {count} spans of {run_id} to {endpoint}")
+    url = urlsplit(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SandboxError(f"--endpoint {endpoint!r} is not an http(s) URL; give the collector's base URL, "
+                           "e.g. http://127.0.0.1:4318", kind="invalid_argument")
+    run_dir = find_run(_run_root(run_root), run_id)
+    count = export_otlp(run_dir, run_id, endpoint)
+    if as_json:
+        _echo_json({"run_id": run_id, "endpoint": endpoint, "spans": count})
+    else:
+        click.echo(f"sent {count} spans of {run_id} to {endpoint}")
 
 
 # ---------------------------------------------------------------------------- maintenance
@@ -467,7 +510,6 @@ def runs_export_otlp(run_id: str, endpoint: str, run_root: Path | None) -> None:
 @main.command("gc", help="Find containers whose supervisor is gone; finalize their runs and remove them.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be cleaned.")
 @_json_opt
-@_guard
 def gc_cmd(dry_run: bool, as_json: bool) -> None:
     import asyncio
 
@@ -515,7 +557,6 @@ def policy_group() -> None:
 @policy_group.command("show", help="Show the effective settings of a policy (name or file).")
 @click.argument("policy", default="untrusted")
 @_json_opt
-@_guard
 def policy_show(policy: str, as_json: bool) -> None:
     from dad_sandbox.sandbox import load_policy
 
@@ -531,17 +572,23 @@ def policy_show(policy: str, as_json: bool) -> None:
 
 @policy_group.command("validate", help="Validate policy files; exit 7 with the file, key and allowed values if not.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_guard
-def policy_validate(paths: tuple[Path, ...]) -> None:
+@_json_opt
+def policy_validate(paths: tuple[Path, ...], as_json: bool) -> None:
     from dad_sandbox.sandbox._policy import load_policy_file
 
+    checked = []
     for path in paths:
-        load_policy_file(path)
-        click.echo(f"ok  {path}")
+        policy = load_policy_file(path)
+        checked.append({"path": str(path), "ok": True, "name": policy.name, "hash": policy.hash})
+        if not as_json:
+            click.echo(f"ok  {path}")
+    if as_json:
+        _echo_json(checked)
 
 
 @policy_group.command("schema", help="Print the JSON Schema of policy files (for editors).")
-def policy_schema() -> None:
+@_json_opt
+def policy_schema(as_json: bool) -> None:  # noqa: ARG001 - always JSON; the flag is accepted like everywhere
     from dad_sandbox.sandbox import Policy
 
     _echo_json(Policy.model_json_schema())

@@ -7,16 +7,18 @@ clearly when called from inside a running loop (where ``await`` is the right cal
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dad_sandbox.errors import ExecutionStateError
+from dad_sandbox.errors import ExecutionStateError, ImageNotFound, RerunTargetError
 from dad_sandbox.run._context import RunContext
+from dad_sandbox.run._layout import STATIC_INPUTS_DIR, STATIC_INPUTS_FILE
+from dad_sandbox.run._status import RunStatus
 from dad_sandbox.sandbox._isolated import IsolatedExecution
-from dad_sandbox.sandbox._policy import Policy
+from dad_sandbox.sandbox._policy import Policy, load_policy
+from dad_sandbox.sandbox._reproduce import Reproduction, check_image_present, plan, previous_run
 from dad_sandbox.sandbox._result import RunResult
 
 T = TypeVar("T")
@@ -38,9 +40,16 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _exec(
-    ctx: RunContext, argv: list[str], policy: str | Path | Policy, timeout: float | None, on_event: Any = None
+    ctx: RunContext, argv: list[str], policy: str | Path | Policy, timeout: float | None, on_event: Any = None,
+    reproduction: Reproduction | None = None,
 ) -> RunResult:
     async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
+        if reproduction is not None:
+            try:
+                await check_image_present(execution.engine, reproduction)
+            except ImageNotFound as exc:
+                ctx.record(status=RunStatus.FAILED, reason="image_missing", error=str(exc))
+                raise
         return await execution.run_command(argv)
 
 
@@ -64,50 +73,127 @@ def exec_command(
 
 
 async def _run(
-    ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None, on_event: Any = None
+    ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None, on_event: Any = None,
+    reproduction: Reproduction | None = None,
 ) -> RunResult:
-    from dad_sandbox.runner import import_component, runner_for  # components only: keep `exec` start-up small
-
-    component = import_component(reference)
-    runner = runner_for(component, ctx, reference=reference)
     async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
-        return await execution.run(runner)
+        if reproduction is not None:
+            try:
+                await check_image_present(execution.engine, reproduction)
+            except ImageNotFound as exc:
+                ctx.record(status=RunStatus.FAILED, reason="image_missing", error=str(exc))
+                raise
+        return await execution.run_component(reference)
 
 
 def run_component(
     reference: str,
     *,
-    policy: str | Path | Policy = "untrusted",
+    policy: str | Path | Policy | None = None,
     timeout: float | None = None,
     project_root: Path | str = ".",
     run_root: Path | str | None = None,
     run_id_prefix: str | None = None,
     static_inputs_file: Path | None = None,
+    static_inputs: dict[str, Any] | None = None,
     previous_run_id: str | None = None,
     start_hierarchy_path: str | None = None,
+    replace_inputs: bool = False,
+    image: str | None = None,
+    replay_of: str | None = None,
     on_event: Any = None,
 ) -> RunResult:
-    """Import ``module:attribute`` (from ``project_root``) and run it in its own container.
+    """Run the component ``module:attribute`` (importable from ``project_root``) in its own container.
 
-    With ``previous_run_id`` (and ``start_hierarchy_path``) it is a re-run: the previous run's static
-    inputs are reused unless ``static_inputs_file`` is given.
+    The component is never imported in this process: only the container imports it, checks the
+    static inputs against its nodes before any node runs, and reports back.
+
+    With ``previous_run_id`` (and ``start_hierarchy_path``) it is a re-run, reproducing that run:
+    its recorded policy and image id are used unless ``policy``/``image`` say otherwise, and its
+    static inputs are kept, with ``static_inputs_file``/``static_inputs`` overlaid per node (a node
+    named there gets the new value; the others keep theirs). ``replace_inputs=True`` drops the
+    previous run's inputs instead.
+
+    Raises:
+        ComponentReferenceError: ``reference`` is not of the form ``package.module:attribute``.
+        RerunTargetError: the previous run does not exist.
+        ImageNotFound: a re-run's recorded image id is gone (pass ``image``).
     """
-    from dad_sandbox.runner import import_component
+    from dad_sandbox.runner import provisional_root_id
 
-    root = str(Path(project_root).resolve())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    component = import_component(reference)
-    ctx = RunContext(component.id, project_root, run_root=run_root, previous_run_id=previous_run_id,
+    root_id = provisional_root_id(reference)
+    run_root_path = Path(run_root).resolve() if run_root is not None else Path(project_root).resolve() / "runs"
+    reproduction = None
+    if previous_run_id is not None:
+        _, previous = previous_run(run_root_path, previous_run_id)
+        reproduction = plan(previous, policy=policy, image=image, timeout=timeout)
+    ctx = RunContext(root_id, project_root, run_root=run_root, previous_run_id=previous_run_id,
                      start_hierarchy_path=start_hierarchy_path)
     ctx.setup_run(run_id_prefix=run_id_prefix)
+    if ctx.previous_run_dir is not None and not replace_inputs:
+        ctx.static_inputs.load_file(ctx.previous_run_dir / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE)
     if static_inputs_file is not None:
-        ctx.static_inputs.load_file(Path(static_inputs_file))
-    elif ctx.previous_run_dir is not None:
-        ctx.static_inputs.load_file(ctx.previous_run_dir / "static_inputs" / "static_inputs.json")
+        ctx.static_inputs.load_file(Path(static_inputs_file))  # overlays per node: a key it names is replaced
+    for key, value in (static_inputs or {}).items():
+        ctx.register_node_static_input(key, value)
     ctx.read_static_inputs()
+    effective: str | Path | Policy = policy if policy is not None else "untrusted"
+    if reproduction is not None:
+        effective = reproduction.policy
+        ctx.record(reproduction=reproduction.to_json())
+    elif image is not None:
+        effective = load_policy(effective).with_overrides(image=image)
+    if replay_of is not None:
+        ctx.record(replay_of=replay_of)
     try:
-        return run_sync(_run(ctx, reference, policy, timeout, on_event))
+        return run_sync(_run(ctx, reference, effective, None if reproduction else timeout, on_event, reproduction))
+    except KeyboardInterrupt:
+        return _interrupted(ctx)
+
+
+def replay(
+    run_id: str,
+    *,
+    run_root: Path | str,
+    image: str | None = None,
+    on_event: Any = None,
+) -> RunResult:
+    """Run again what ``run_id`` ran, from its metadata alone: the same component (or argv), static
+    inputs, re-run start, policy and image id. Compare the two with ``dad-sandbox runs diff``.
+
+    Raises:
+        RerunTargetError: no such run, or it recorded neither a component nor a command.
+        ImageNotFound: its image id is gone from the engine (pass ``image``).
+    """
+    from dad_sandbox.runner import provisional_root_id
+
+    root = Path(run_root).resolve()
+    run_dir, md = previous_run(root, run_id)
+    reproduction = plan(md, image=image)
+    inputs = run_dir / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE
+    if md.command and not md.component:
+        ctx = RunContext("exec", md.project_root, run_root=root)
+        ctx.setup_run()
+        ctx.record(reproduction=reproduction.to_json(), replay_of=run_id)
+        try:
+            return run_sync(_exec(ctx, list(md.command), reproduction.policy, None, on_event, reproduction))
+        except KeyboardInterrupt:
+            return _interrupted(ctx)
+    if not md.component or ":" not in md.component:
+        raise RerunTargetError(
+            f"run {run_id} recorded no component reference or command (it ran {md.component or 'nothing'!r} "
+            "in-process from an object); replay needs a 'module:attribute' component or a command"
+        )
+    previous = md.rerun.previous_run_id if md.rerun else None
+    start = md.rerun.start_hierarchy_path if md.rerun else None
+    ctx = RunContext(provisional_root_id(md.component), md.project_root, run_root=root, previous_run_id=previous,
+                     start_hierarchy_path=start)
+    ctx.setup_run()
+    ctx.static_inputs.load_file(inputs)
+    ctx.read_static_inputs()
+    ctx.record(reproduction=reproduction.to_json(), replay_of=run_id)
+    try:
+        return run_sync(_run(ctx, md.component, reproduction.policy, None, on_event, reproduction))
     except KeyboardInterrupt:
         return _interrupted(ctx)
 
@@ -127,7 +213,8 @@ class SyncRunHandle:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run is final; ``TimeoutError`` if ``timeout`` passes first (the run goes on)."""
-        return asyncio.run_coroutine_threadsafe(self._handle.wait(), self._loop).result(timeout)
+        result: RunResult = asyncio.run_coroutine_threadsafe(self._handle.wait(), self._loop).result(timeout)
+        return result
 
     def cancel(self) -> None:
         self._loop.call_soon_threadsafe(self._handle.cancel)
@@ -181,7 +268,8 @@ class SyncSupervisor:
 
     def recover(self) -> list[Any]:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._sup.recover(wait=True), self._loop).result()
+        found: list[Any] = asyncio.run_coroutine_threadsafe(self._sup.recover(wait=True), self._loop).result()
+        return found
 
     def __exit__(self, *exc: object) -> None:
         try:

@@ -185,6 +185,9 @@ def runner_report(obj: dict[str, Any]) -> dict[str, Any]:
     kind = _hostile.as_str(obj.get("kind"), 64)
     if kind is not None:
         report["kind"] = kind
+    component = obj.get("component")
+    if isinstance(component, dict) and _hostile.as_str(component.get("id"), 200) is not None:
+        report["component"] = {"id": _hostile.as_str(component["id"], 200)}
     return report
 
 

@@ -82,6 +82,11 @@ class RunLayout:
         return self.run_dir / TRACE_DIR / METADATA_FILE
 
     @property
+    def runner_report_file(self) -> Path:
+        """The runner's own account of a component run, written by the container (untrusted)."""
+        return self.trace_dir / RUNNER_REPORT_FILE
+
+    @property
     def outcome_repo_dir(self) -> Path:
         return self.run_root / OUTCOME_DIR / self.project_name
 

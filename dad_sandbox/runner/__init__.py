@@ -1,6 +1,6 @@
 """Runners: execute components (in the container, or in-process for trusted code)."""
 
-from dad_sandbox.runner._reference import import_component, reference_of
+from dad_sandbox.runner._reference import check_reference, import_component, provisional_root_id, reference_of
 from dad_sandbox.runner._metrics import MetricsEmitter
 from dad_sandbox.runner._runner import (
     AgentRunner,
@@ -22,8 +22,10 @@ __all__ = [
     "NodeResult",
     "Span",
     "TraceWriter",
+    "check_reference",
     "import_component",
     "path_matches",
+    "provisional_root_id",
     "reference_of",
     "runner_for",
 ]

@@ -7,6 +7,7 @@ and a reference to an importable module of the project is reproducible (re-runs 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,36 @@ def reference_of(component: Any, project_root: Path) -> str:
                 "only the project root, so put the component inside it or set project_root to a folder that holds it"
             )
     return f"{module_name}:{attr}"
+
+
+_REFERENCE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_reference(reference: str) -> str:
+    """Check the SHAPE of ``module:attribute`` on the host, without importing anything.
+
+    Whether the module imports and what the attribute is can only be learned in the container
+    (the host never imports project code); that happens before any node runs.
+
+    Raises:
+        ComponentReferenceError: not of the form ``package.module:attribute`` or names ``__main__``.
+    """
+    if not isinstance(reference, str) or not _REFERENCE_RE.match(reference):
+        raise ComponentReferenceError(
+            f"component reference {reference!r} must look like 'package.module:attribute' (Python identifiers)"
+        )
+    if reference.partition(":")[0] == "__main__":
+        raise ComponentReferenceError("a component in __main__ cannot be imported by reference; move it into a module")
+    return reference
+
+
+def provisional_root_id(reference: str) -> str:
+    """A root component id to set the run up with before the container reports the real one.
+
+    The attribute name is a valid element id by construction (:func:`check_reference`); the host
+    replaces it with the id the container found once the run ends.
+    """
+    return check_reference(reference).rpartition(":")[2]
 
 
 def import_component(reference: str) -> FlowDefinition | AgentDefinition:

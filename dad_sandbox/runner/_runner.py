@@ -13,6 +13,7 @@ Paths match on dot boundaries only (``b.c`` never matches ``ab.c``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -36,17 +37,20 @@ from dad_sandbox.dsl import (
     Node,
     NodeContext,
     Subflow,
-    static_paths,
 )
-from dad_sandbox.errors import NodeError, RerunTargetError, RunSetupError, StaticInputsError
+from dad_sandbox.errors import ComponentReferenceError, NodeError, RerunTargetError, RunSetupError, StaticInputsError
 from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.run._layout import METRICS_FILE, TRACE_FILE
+from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, TRACE_FILE
 from dad_sandbox.runner._metrics import MetricsEmitter
 from dad_sandbox.runner._nodes import CommandFailed, run_node
+from dad_sandbox.runner._preflight import ComponentDescription, preflight
 from dad_sandbox.runner._reference import reference_of
 from dad_sandbox.runner._trace import TraceWriter
 
 log = get_logger(__name__)
+
+#: What the isolation fields (image, runtime, policy) of an in-process run say.
+IN_PROCESS = "in-process"
 
 
 @dataclass(slots=True)
@@ -84,6 +88,16 @@ class ComponentResult:
     nodes: list[NodeResult] = field(default_factory=list)
     error: str | None = None
     failed_path: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why it failed, in the status vocabulary: ``node_failed`` (a node), ``rerun_target`` (a part
+        to load is missing from the previous run) or ``component_error`` (a loop's items, a predicate)."""
+        if self.status == "completed":
+            return None
+        if self.failed_path:
+            return "node_failed"
+        return "rerun_target" if (self.error or "").startswith(RerunTargetError.__name__) else "component_error"
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -135,6 +149,20 @@ class _Execution:
         self.start: str | None = start
         self.started = start is None
         self.previous_dir = self.ctx.previous_run_dir
+        self.log_file = runner.log_file
+
+    def emit(self, level: str, event: str, **fields: Any) -> None:
+        """Log a runner record; in-process, also append it to ``logs.jsonl`` as the host does for containers."""
+        getattr(log, level)(event, **fields)
+        if self.log_file is None:
+            return
+        record = {"ts": datetime.now(UTC).isoformat(), "run_id": self.ctx.run_id, "source": "runner",
+                  "stream": "stderr", "level": level, "event": event, "fields": fields}
+        try:
+            with open(self.log_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, default=str) + "\n")
+        except OSError as exc:
+            log.warning("could not append to logs.jsonl", error=str(exc))
 
     # ---- re-run phases
     def phase(self, path: str) -> str:
@@ -226,7 +254,7 @@ class _Execution:
         ctx = self._context(cond.id, path, self.ctx.layout.node_dir(path), scope)
         taken = bool(cond.predicate(ctx))
         branch = cond.if_true if taken else cond.if_false
-        log.info("branch chosen", node=path, value=taken)
+        self.emit("info", "branch chosen", node=path, value=taken)
         if branch is not None:
             await self.flow(branch, f"{path}.{'is_true' if taken else 'is_false'}", scope)
 
@@ -245,9 +273,8 @@ class _Execution:
         node_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        node_log = log.bind(node=path)
         result = NodeResult(node.id, path, "completed", started_at=started.isoformat(), node_type=node.kind)
-        node_log.info("node started", node_type=node.kind)
+        self.emit("info", "node started", node=path, node_type=node.kind)
         try:
             ctx = self._context(node.id, path, node_dir, scope, self._node_input(node, path))
             value, result.output = await run_node(node, ctx)
@@ -259,9 +286,9 @@ class _Execution:
             result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         result.duration_seconds = round(time.perf_counter() - t0, 6)
         if result.status == "failed":
-            node_log.error("node failed", error=result.error.splitlines()[0] if result.error else "")
+            self.emit("error", "node failed", node=path, error=result.error.splitlines()[0] if result.error else "")
         else:
-            node_log.info("node completed", duration_seconds=result.duration_seconds)
+            self.emit("info", "node completed", node=path, duration_seconds=result.duration_seconds)
         self.metrics.emit("dad.node.duration", result.duration_seconds, unit="s", hierarchy_path=path, node_type=node.kind)
         self.metrics.emit("dad.node.success" if result.status == "completed" else "dad.node.failure", 1,
                           hierarchy_path=path, node_type=node.kind)
@@ -307,6 +334,9 @@ class ComponentRunner:
         self.run_context = run_context
         self._reference = reference
         self.metrics: MetricsEmitter | None = None
+        #: In-process runs write their runner records here themselves; in a container the host
+        #: turns the runner's stderr into ``logs.jsonl``, so this stays None there.
+        self.log_file: Path | None = None
 
     @property
     def reference(self) -> str:
@@ -318,57 +348,56 @@ class ComponentRunner:
         if not self.run_context.is_set_up:
             raise RunSetupError("call run_context.setup_run() before running a component")
 
-    def validate(self) -> None:
-        """Check the re-run start path and the static input keys against the component, before running.
+    def validate(self) -> ComponentDescription:
+        """Check the re-run start path and every static input (keys, types) before anything runs.
 
         Raises:
             RerunTargetError: the start path matches no element of the component.
-            StaticInputsError: a key names no node, or a bare node id is ambiguous.
+            StaticInputsError: a key names no node, is ambiguous, or a value does not fit the node's model.
         """
-        ctx = self.run_context
-        paths = static_paths(self.component)
-        start = ctx.start_hierarchy_path
-        if ctx.previous_run_id and start is not None:
-            if start not in paths:
-                near = [p for p in paths if p.rsplit(".", 1)[-1] == start.rsplit(".", 1)[-1]]
-                hint = f"; did you mean {', '.join(sorted(near))}?" if near else ""
-                raise RerunTargetError(
-                    f"start path {start!r} matches no element of {self.component.id!r} (paths are "
-                    f"dot-separated from the root, e.g. {next(iter(sorted(paths, key=len)[1:]), self.component.id)!r}){hint}"
-                )
-        nodes = {p: e for p, e in paths.items() if isinstance(e, Node)}
-        for key in ctx.static_inputs.keys():
-            if "." in key:
-                pattern = key
-                if pattern not in nodes and not any(_loop_match(p, pattern) for p in nodes):
-                    raise StaticInputsError(f"static input key {key!r} names no node of {self.component.id!r}")
-                continue
-            candidates = sorted(p for p, n in nodes.items() if n.id == key)
-            if not candidates:
-                raise StaticInputsError(
-                    f"static input key {key!r} names no node of {self.component.id!r}; nodes: "
-                    f"{', '.join(sorted({n.id for n in nodes.values()}))}"
-                )
-            if len(candidates) > 1:
-                raise StaticInputsError(
-                    f"static input key {key!r} is ambiguous: nodes {', '.join(candidates)} all have that id; "
-                    "key it by full hierarchy path instead"
-                )
+        return preflight(self.component, self.run_context)
 
     async def run(self) -> ComponentResult:
         """Run the component in THIS process, not isolated; raises :class:`NodeError` if a node fails.
 
-        Use ``IsolatedExecution(run_context).run(runner)`` to run it in a container.
+        Use ``IsolatedExecution(run_context).run(runner)`` to run it in a container. The run dir gets
+        the same files, statuses and reasons as an isolated run; the isolation fields say ``in-process``.
         """
         self.setup_run()
-        self.validate()
         ctx = self.run_context
+        try:
+            self.validate()
+        except (RerunTargetError, StaticInputsError) as exc:
+            reason = "rerun_target" if isinstance(exc, RerunTargetError) else "invalid_inputs"
+            if not ctx.metadata.status.is_terminal:
+                ctx.record(status=RunStatus.FAILED, reason=reason, error=str(exc), **self._in_process_fields())
+            raise
         log.warning("running in-process: the component is NOT isolated", run_id=ctx.run_id, component=self.component.id)
-        ctx.record(status=RunStatus.RUNNING, execution="in_process", component=self.component.id)
-        result = await self.execute()
+        ctx.record(status=RunStatus.RUNNING, **self._in_process_fields())
+        self.log_file = ctx.layout.trace_dir / LOGS_FILE
+        try:
+            result = await self.execute()
+        except BaseException as exc:  # execute() keeps Exceptions as a failed result: this is Ctrl-C, cancel, exit
+            cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+            ctx.record(status=RunStatus.CANCELLED if cancelled else RunStatus.CRASHED,
+                       reason="cancelled" if cancelled else "interrupted", error=f"{type(exc).__name__}: {exc}")
+            raise
         if result.status != "completed":
+            ctx.record(status=RunStatus.FAILED, reason=result.reason, error=result.error)
+            ctx.commit_outcomes()
             raise NodeError(result.error or "a node failed", hierarchy_path=result.failed_path or self.component.id)
+        ctx.record(status=RunStatus.COMPLETED)
+        ctx.commit_outcomes()
         return result
+
+    def _in_process_fields(self) -> dict[str, Any]:
+        """Metadata of an in-process run: the isolation fields say so instead of naming a container."""
+        try:
+            reference: str | None = self.reference
+        except ComponentReferenceError:
+            reference = None  # e.g. defined in __main__: it ran, but cannot be re-run by reference
+        return {"execution": "in_process", "component": reference or self.component.id, "image": IN_PROCESS,
+                "runtime": IN_PROCESS, "policy_name": IN_PROCESS, "policy_hash": None}
 
     async def execute(self) -> ComponentResult:
         """Execute the element tree; stop at the first failing node. Never raises for a node failure."""
@@ -396,14 +425,6 @@ class ComponentRunner:
                 result.status = "failed"
                 result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         return result
-
-
-def _loop_match(static_path: str, key: str) -> bool:
-    """``a.loop.iter_N.n`` (static) matches a concrete key ``a.loop.iter_3.n``."""
-    s_parts, k_parts = static_path.split("."), key.split(".")
-    return len(s_parts) == len(k_parts) and all(
-        s == k or (s == "iter_N" and k.startswith("iter_") and k[5:].isdigit()) for s, k in zip(s_parts, k_parts, strict=True)
-    )
 
 
 class FlowRunner(ComponentRunner):

@@ -1,10 +1,26 @@
 """The in-container entrypoint: ``python3 -m dad_sandbox.sandbox._entrypoint``.
 
 It rebuilds the RunContext from the request in ``$DAD_RUN_REQUEST`` (container-side paths),
-imports the component by reference, runs it, and writes ``.trace/runner_report.json``. It never
-writes the final status: the host supervisor does, from the container's exit code and state.
+imports the component by reference - the only place dad-sandbox ever imports project code -,
+checks the request against it (:func:`~dad_sandbox.runner._preflight.preflight`: re-run start
+path, static inputs with their types) BEFORE any node runs, runs it, and writes the runner report.
+It never writes the final status: the host supervisor does, from the container's exit code and
+state, reading the report as untrusted data.
 
-Exit codes: 0 completed, 1 a node failed, 2 the request or the component could not be loaded.
+The report always says what kind of ending it was, so the host can name the reason:
+
+====================  ====  ==============================================================
+``kind``              exit  meaning
+====================  ====  ==============================================================
+``completed``         0     every node ran (or was loaded) and none failed
+``node_failed``       1     a node failed
+``component_error``   1     the component failed outside a node (a loop's items, a predicate)
+``rerun_target``      1     a part to load is missing from the previous run (nothing executed)
+``component_load``    2     the request or the component could not be loaded
+``invalid_inputs``    3     a static input does not fit its node (nothing ran)
+``rerun_target``      3     the re-run start path matches no element (nothing ran)
+====================  ====  ==============================================================
+
 It uses only the run and runner layers (no engine), as DESIGN.md's layering requires.
 """
 
@@ -21,12 +37,12 @@ from typing import Any
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_BAD_REQUEST = 2
+EXIT_INVALID_REQUEST = 3
 
-
-def _write_report(trace_dir: Path, report: dict[str, Any]) -> None:
-    """The runner's account, in the container's own trace folder (``.runner/``): the host validates it."""
-    with open(trace_dir / "runner_report.json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2, default=str)
+#: Report kinds the host maps to a run's reason (anything else the run writes is ignored there).
+KIND_COMPONENT_LOAD = "component_load"
+KIND_INVALID_INPUTS = "invalid_inputs"
+KIND_RERUN_TARGET = "rerun_target"
 
 
 def _not_dumpable() -> None:
@@ -41,6 +57,29 @@ def _not_dumpable() -> None:
         pass
 
 
+def _layout_of(env_params: dict[str, Any]) -> Any:
+    """The run's layout as the container sees it (spans and report go to ``.runner/``), built
+    before anything else can fail."""
+    from dad_sandbox.run._layout import RUNNER_DIR, RunLayout
+
+    run_dir = Path(env_params["run_dir"])
+    trace_dir = Path(env_params.get("trace_dir") or run_dir / RUNNER_DIR)
+    return RunLayout(run_dir.parent, str(env_params["run_id"]), Path(env_params["outcome_repo_dir"]).name,
+                     run_dir.name, trace_dir.name)
+
+
+def _write_report(layout: Any, report: dict[str, Any]) -> None:
+    """The runner's account, in the container's own trace folder (``.runner/``): the host validates it."""
+    with open(layout.runner_report_file, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, default=str)
+
+
+def _refuse(layout: Any, kind: str, message: str, detail: str, component: dict[str, Any] | None) -> None:
+    """Report a request that cannot run: one line for the user, the traceback on stderr (logs.jsonl)."""
+    print(f"dad-sandbox: {message}\n{detail}", file=sys.stderr)
+    _write_report(layout, {"status": "failed", "kind": kind, "error": message, "nodes": [], "component": component})
+
+
 def main() -> int:
     from dad_sandbox._logging import configure_logging
 
@@ -53,7 +92,7 @@ def main() -> int:
     # Records for the host carry the run's channel prefix; plain prints of the component do not.
     prefix = f"\x1edad:{request['channel']} " if request.get("channel") else ""
     configure_logging(json=True, stream=sys.stderr, line_prefix=prefix)
-    trace_dir = Path(request["env_params"]["trace_dir"])
+    layout = _layout_of(request["env_params"])
     try:
         from dad_sandbox.run import RunContext, RunEnvParams
         from dad_sandbox.runner import MetricsEmitter, import_component, runner_for
@@ -67,14 +106,26 @@ def main() -> int:
         component = import_component(request["component"])
         runner = runner_for(component, ctx, reference=request["component"])
         runner.metrics = MetricsEmitter.for_container(ctx.run_id, prefix)
-        runner.validate()
-    except Exception as exc:
-        error = f"could not load the component: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        print(error, file=sys.stderr)
-        _write_report(trace_dir, {"status": "failed", "error": error, "nodes": []})
+    except BaseException as exc:  # noqa: BLE001 - an import may raise anything, SystemExit included
+        from dad_sandbox.errors import DadSandboxError
+
+        what = str(exc) if isinstance(exc, DadSandboxError) else f"{type(exc).__name__}: {exc}"
+        message = f"could not load the component {request.get('component')!r}: {what}"
+        _refuse(layout, KIND_COMPONENT_LOAD, message.splitlines()[0], traceback.format_exc(), None)
         return EXIT_BAD_REQUEST
+    from dad_sandbox.errors import RerunTargetError, StaticInputsError
+    from dad_sandbox.runner._preflight import describe
+
+    description = describe(component).to_json()
+    try:
+        runner.validate()
+    except (RerunTargetError, StaticInputsError) as exc:
+        kind = KIND_RERUN_TARGET if isinstance(exc, RerunTargetError) else KIND_INVALID_INPUTS
+        _refuse(layout, kind, " ".join(str(exc).split()), "", description)
+        return EXIT_INVALID_REQUEST
     result = asyncio.run(runner.execute())
-    _write_report(trace_dir, result.to_json())
+    kind = result.reason or "completed"
+    _write_report(layout, {**result.to_json(), "kind": kind, "component": description})
     return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
 
 

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dad_sandbox.errors import ExecutionStateError, RunError
+from dad_sandbox.errors import (
+    ComponentReferenceError,
+    ExecutionStateError,
+    RerunTargetError,
+    RunError,
+    StaticInputsError,
+)
 from dad_sandbox.run import RunContext, RunStatus
 from dad_sandbox.sandbox._output import Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
@@ -125,15 +131,35 @@ class IsolatedExecution:
             return await supervisor.run(launch)
 
     async def run(self, runner: ComponentRunner) -> RunResult:
-        """Run the runner's component inside a fresh container (imported there by reference)."""
+        """Run the runner's component inside a fresh container (imported there by reference).
+
+        The caller imported the component object itself, so the host already runs its code; its
+        start path and static inputs are checked here, before any container. A component named only
+        by reference is run with :meth:`run_component`, which never imports it on the host.
+        """
         if runner.run_context is not self.run_context:
             raise ExecutionStateError("the runner was made with a different RunContext than this IsolatedExecution")
         try:
             reference = runner.reference  # fails here, before any container, for __main__ components
-            runner.validate()  # a bad re-run start path or static input key fails before any container
+            runner.validate()  # a bad re-run start path or static input fails before any container
         except RunError as exc:
-            if self.run_context.metadata.status == RunStatus.INITIALIZED:
-                self.run_context.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc))
+            self._refuse(exc)
+            raise
+        return await self.run_component(reference)
+
+    async def run_component(self, reference: str) -> RunResult:
+        """Run the component ``module:attribute`` in a fresh container; the host never imports it.
+
+        The container imports it, checks the re-run start path and the static inputs against it
+        before any node runs, and reports back; a refused request ends ``failed`` with reason
+        ``component_load``, ``invalid_inputs`` or ``rerun_target``.
+        """
+        from dad_sandbox.runner import check_reference
+
+        try:
+            check_reference(reference)
+        except RunError as exc:
+            self._refuse(exc)
             raise
         policy = self._claim()
         ctx = self.run_context
@@ -145,3 +171,19 @@ class IsolatedExecution:
             "start_hierarchy_path": ctx.start_hierarchy_path,
         }
         return await self._launch(policy, Launch(command=ENTRYPOINT, request=request, component=reference))
+
+    def _refuse(self, exc: RunError) -> None:
+        """Record a request refused on the host (before any container) with the reason its error names."""
+        if self.run_context.metadata.status == RunStatus.INITIALIZED:
+            self.run_context.record(status=RunStatus.FAILED, reason=refusal_reason(exc), error=str(exc))
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """The run's reason for a request refused before anything ran."""
+    if isinstance(exc, StaticInputsError):
+        return "invalid_inputs"
+    if isinstance(exc, RerunTargetError):
+        return "rerun_target"
+    if isinstance(exc, ComponentReferenceError):
+        return "component_load"
+    return "invalid_request"

@@ -180,6 +180,9 @@ class Supervisor:
     ) -> RunHandle:
         """Queue a command (``argv``) or a component (``"module:attribute"``) as a new run.
 
+        A component is named, never imported here: the container imports it, checks the static
+        inputs against its nodes before any node runs, and reports its id.
+
         The run is set up at once (its id and directory exist when this returns); it starts when a
         slot is free.
         """
@@ -187,10 +190,11 @@ class Supervisor:
             raise ExecutionStateError("use the Supervisor inside `async with Supervisor(...) as sup:`")
         if (argv is None) == (component is None):
             raise ValueError("submit() takes either argv or component, not both")
-        from dad_sandbox.runner import import_component
+        from dad_sandbox.runner import provisional_root_id
 
         run_policy = load_policy(policy) if policy is not None else self.policy
-        root_id = import_component(component).id if component else "exec"
+        # never imported here: the container imports the component and reports its real id
+        root_id = provisional_root_id(component) if component else "exec"
         ctx = RunContext(root_id, self.project_root, run_root=self.run_root)
         pool = self._pools.get(run_policy.hash) if timeout is None else None
         slot = pool.take() if pool is not None else None
@@ -216,9 +220,7 @@ class Supervisor:
             async with self._slots:
                 async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout, slot=slot) as execution:
                     if component is not None:
-                        from dad_sandbox.runner import import_component, runner_for
-
-                        return await execution.run(runner_for(import_component(component), ctx, reference=component))
+                        return await execution.run_component(component)
                     assert argv is not None
                     return await execution.run_command(argv)
         except asyncio.CancelledError:

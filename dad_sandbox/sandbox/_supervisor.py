@@ -36,6 +36,7 @@ from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._pool import Slot, pointer_file
+from dad_sandbox.sandbox._report import report_reason, reported_component_id
 from dad_sandbox.sandbox._spec import REQUEST_ENV, build_spec, container_env_params
 from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
@@ -364,10 +365,8 @@ class RunSupervisor:
                                   limit_hit=watch.limit_hit, engine_lost=watch.engine_lost)
         if watch.component and status == RunStatus.COMPLETED and (report or {}).get("status") != "completed":
             status, reason = RunStatus.FAILED, "runner_report"
-        elif status == RunStatus.FAILED and reason == "exit_code" and report and report.get("failed_path"):
-            reason = "node_failed"
-        elif status == RunStatus.FAILED and reason == "exit_code" and report and report.get("status") == "failed":
-            reason = "component_load"
+        elif status == RunStatus.FAILED and reason == "exit_code":
+            reason = report_reason(report) or reason
         breach = self._quota_breach(files.usage)
         if breach is not None and status in (RunStatus.COMPLETED, RunStatus.FAILED) and reason not in ("disk_quota", "file_quota"):
             status, reason = RunStatus.FAILED, breach[0]
@@ -397,6 +396,7 @@ class RunSupervisor:
                 resources=resources,
                 collection={name: rep.to_json() for name, rep in collection.items()},
                 tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
+                **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
             )
         except Exception as exc:  # noqa: BLE001 - whatever broke the full record, the status must land
             log.error("could not record the run's details; recording its status alone", run_id=ctx.run_id, error=str(exc))

@@ -90,7 +90,7 @@ def test_rerun_bad_start_path_fails_before_any_container(project: Path) -> None:
         with pytest.raises(RerunTargetError):
             run_agent(project, counted_agent, previous_run_id=first.run_id, start_hierarchy_path=start)
     runs = [read_metadata(d) for d in (project / "runs").iterdir() if d.name.startswith("rerun_")]
-    assert len(runs) == 3 and all(m.container_id is None and m.reason == "invalid_request" for m in runs)
+    assert len(runs) == 3 and all(m.container_id is None and m.reason == "rerun_target" for m in runs)
 
 
 def test_twenty_parallel_runs_commit_twenty_outcomes(project: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dad_sandbox import AgentRunner, FlowRunner, RunContext
-from dad_sandbox.errors import ComponentReferenceError, NodeError
+from dad_sandbox.errors import ComponentReferenceError, NodeError, StaticInputsError
 from dad_sandbox.runner import import_component, reference_of
 
 
@@ -56,14 +56,17 @@ def test_node_failure_raises_with_path_and_stops(project: Path) -> None:
     assert failed["status"] == "failed"
 
 
-def test_missing_required_static_input_fails_the_node(project: Path) -> None:
-    """A node whose input model has required fields and no value fails, naming the node."""
+def test_missing_required_static_input_fails_before_any_node(project: Path) -> None:
+    """A node whose input model has required fields and no value fails the run before any node runs."""
     from sbx_components.flows import ok_agent
 
     ctx = RunContext("agent", project)
     ctx.setup_run()
-    with pytest.raises(NodeError, match="agent.work.first.*needs a static input"):
+    with pytest.raises(StaticInputsError, match="agent.work.first.*needs a static input.*'name' \\(str\\)"):
         run(AgentRunner(ok_agent, ctx).run())
+    assert not (ctx.run_dir / "agent").exists()
+    md = ctx.metadata
+    assert (md.status.value, md.reason) == ("failed", "invalid_inputs")
 
 
 def test_runner_type_checks(project: Path) -> None:
