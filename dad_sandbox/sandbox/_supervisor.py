@@ -32,6 +32,7 @@ from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_
 from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
+from dad_sandbox.sandbox._open_files import deleted_open_bytes
 from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
@@ -78,6 +79,7 @@ class _Watch:
     samples: int = 0
     run_dir_bytes: int | None = None
     limit_detail: str | None = None
+    pid: int | None = None  # host pid of the container's first process, for open-but-deleted files
     pump: asyncio.Task[Any] | None = None  # the output stream; drained, never cancelled first
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # monitor, import warm-up: cancelled at the end
 
@@ -293,6 +295,9 @@ class RunSupervisor:
         # The first sample waits a little: most short runs are over by then, and a stats call
         # racing container start costs the engine (2 cores) more than the sample is worth.
         await asyncio.sleep(min(interval, 0.2))
+        if quota is not None:
+            with contextlib.suppress(DadSandboxError):
+                watch.pid = (await self.engine.inspect(watch.container_id)).pid
         while True:
             sample = await self.engine.stats(watch.container_id) if self.policy.metrics_interval else None
             if sample is not None:
@@ -305,7 +310,7 @@ class RunSupervisor:
             pause = interval
             if quota is not None or self.policy.max_files is not None:
                 t0 = time.monotonic()
-                usage = await asyncio.to_thread(self._usage, watch)
+                usage = await asyncio.to_thread(self._live_usage, watch)
                 # a slow walk (a huge tree) spaces out the next, but never beyond a few seconds:
                 # the gap between two walks bounds how far a fast writer can overshoot the quota
                 pause = max(interval, min(2 * (time.monotonic() - t0), 5.0))
@@ -329,6 +334,15 @@ class RunSupervisor:
         # A run sharing the host user's uid can chmod its folders; the owner repairs them to count.
         repair = watch.user.uid == os.geteuid() and os.geteuid() != 0
         return dir_usage(self.ctx.run_dir, max_entries=(limit if limit is not None else 10_000_000) + 1, repair=repair)
+
+    def _live_usage(self, watch: _Watch) -> DirUsage:
+        """The walk, plus what the run's processes hold in files they deleted (blocking)."""
+        usage = self._usage(watch)
+        held, complete = deleted_open_bytes(watch.pid)
+        if not held and complete:
+            return usage
+        return DirUsage(usage.bytes + held, usage.entries, usage.complete and complete,
+                        usage.problem or (None if complete else "too many open files to examine"))
 
     def _quota_breach(self, usage: DirUsage) -> tuple[str, str] | None:
         """``(reason, detail)`` when the run dir is over a quota or could not be measured (fails closed)."""

@@ -273,3 +273,11 @@ def test_cli_escapes_terminal_sequences_but_json_keeps_them(project: Path, tmp_p
     run_dir = Path(json.loads(proc.stdout)["run_dir"])
     messages = [json.loads(line).get("message") for line in (run_dir / ".trace" / "logs.jsonl").read_text().splitlines()]
     assert "\x1b[2J\x1b]52;c;aGk=\x07done" in messages
+
+
+def test_deleted_but_open_files_count_against_the_quota(project: Path) -> None:
+    """Writing through a descriptor of a deleted file cannot hide the data from the disk quota (runc)."""
+    script = "exec 3>hidden; rm hidden; head -c 60000000 /dev/zero >&3; sleep 20"
+    ctx, result = run_cmd(project, script, disk_quota="16m")
+    assert (result.status, result.reason) == (RunStatus.FAILED, "disk_quota"), result.error
+    assert result.duration_seconds < 15

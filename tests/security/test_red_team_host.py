@@ -110,3 +110,11 @@ def test_peek_at_other_runs(project, host, runtime, record_result) -> None:
     attack("peek-other-runs", project, host, runtime, sh(script), expect={("failed", "exit_code")},
            record=record_result, defends="run root masked by an empty read-only tmpfs in the project mount",
            run_root=run_root)
+
+
+def test_deleted_open_file_hides_data(project, host, runtime, record_result) -> None:
+    """Writing through a descriptor of a deleted file still counts against the quota."""
+    attack("quota-deleted-open-file", project, host, runtime,
+           sh("exec 3>hidden; rm hidden; head -c 60000000 /dev/zero >&3; sleep 20"),
+           expect={("failed", "disk_quota")}, record=record_result,
+           defends="blocks of deleted files held open by the run's processes (/proc/<pid>/fd) count", disk_quota="16m")

@@ -68,6 +68,7 @@ class ContainerState:
     finished_at: datetime | None = None
     image_id: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None  # the host pid of its first process while it runs (runc); None elsewhere
 
 
 #: Called from the output pump with ("stdout" | "stderr", chunk). Runs in a worker thread.

@@ -74,6 +74,7 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
         oom_killed=bool(state.get("OOMKilled")),
         error=state.get("Error") or None,
         started_at=_parse_time(state.get("StartedAt")),
+        pid=state.get("Pid") or None,
         finished_at=_parse_time(state.get("FinishedAt")),
         image_id=data.get("Image"),
         labels=dict((data.get("Config") or {}).get("Labels") or {}),
