@@ -478,7 +478,7 @@ def runs_diff(run_a: str, run_b: str, run_root: Path | None, as_json: bool, stat
     if as_json:
         _echo_json(repo.changed_files(run_a, run_b))
     else:
-        click.echo(repo.diff(run_a, run_b, stat_only=stat_only) or "no differences")
+        click.echo(_shown(repo.diff(run_a, run_b, stat_only=stat_only) or "no differences"))
 
 
 @runs_group.command("export-otlp", help="Send a run's spans to an OTLP/HTTP collector (POST <endpoint>/v1/traces).")
