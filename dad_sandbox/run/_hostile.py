@@ -182,10 +182,11 @@ def span(obj: dict[str, Any]) -> dict[str, Any] | Rejected:
     start, end = as_int(obj.get("start_time_unix_nano")), obj.get("end_time_unix_nano")
     if start is None or start < 0 or (end is not None and (as_int(end) is None or end < 0)):
         return Rejected("span times are not non-negative integers")
-    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    raw_status, raw_attrs = obj.get("status"), obj.get("attributes")
+    status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     code = status.get("code") if status.get("code") in _SPAN_STATUS else "STATUS_CODE_UNSET"
     message = status.get("message")
-    attrs_in = obj.get("attributes") if isinstance(obj.get("attributes"), dict) else {}
+    attrs_in: dict[Any, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
     attrs: dict[str, Any] = {}
     budget = MAX_SPAN_ATTRIBUTE_CHARS
     for key, value in list(attrs_in.items())[:200]:

@@ -46,7 +46,7 @@ class OutputInfo(BaseModel):
     bytes_total: int = 0
     bytes_kept: int = 0
     bytes_dropped: int = 0
-    bytes_written: int = Field(0, description="bytes of logs.jsonl records written: what the output cap counts")
+    bytes_written: int = 0  # bytes of logs.jsonl records written: what the output cap counts
     lines_kept: int = 0
     truncated: bool = False
 

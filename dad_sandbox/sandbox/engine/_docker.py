@@ -98,7 +98,8 @@ class DockerEngine(Engine):
         if self._base_url:
             kwargs["base_url"] = self._base_url
         with map_docker_errors("connecting to the Docker engine"):
-            return docker.APIClient(version=version, timeout=timeout or self._call_timeout, **kwargs)
+            # the SDK's stubs say int, requests takes any number of seconds
+            return docker.APIClient(version=version, timeout=timeout or self._call_timeout, **kwargs)  # type: ignore[arg-type]
 
     @property
     def api(self) -> docker.APIClient:
@@ -182,7 +183,7 @@ class DockerEngine(Engine):
     async def wait(self, container_id: str, timeout: float) -> int | None:
         def wait() -> int | None:
             try:
-                result = self.api.wait(container_id, timeout=max(timeout, 0.001))
+                result = self.api.wait(container_id, timeout=max(timeout, 0.001))  # type: ignore[arg-type]
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
                 # The SDK reports an elapsed wait as a read timeout; tell it apart from a dead engine.
                 state = _state_from_inspect(self.api.inspect_container(container_id))
