@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dad_sandbox.errors import UnsafePathError
+from dad_sandbox.run._handback import hand_back_tree
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -189,6 +190,4 @@ def lchown_tree(root: Path, uid: int, gid: int) -> int:
     Also strips setuid/setgid/world-write bits: see :func:`dad_sandbox.run._handback.hand_back_tree`,
     which does the walk (fd-relative, any depth, bounded in time).
     """
-    from dad_sandbox.run._handback import hand_back_tree  # noqa: PLC0415 - keeps this module's imports minimal
-
     return hand_back_tree(root, uid, gid).chowned

@@ -94,6 +94,10 @@ def test_deeper_than_path_max(project, host, runtime, record_result) -> None:
                           "recurses once per folder and raises RecursionError out of finalization at ~1000 levels")
 def test_thousands_of_levels(project, host, runtime, record_result) -> None:
     """A tree 2100 folders deep neither crashes finalization nor escapes the hand-back."""
+    # attack() records its row only once the run returns; a finalization that raises leaves this one
+    record_result.append({"attack": "handback-2100-levels", "runtime": runtime, "status": "error",
+                          "reason": "RecursionError in finalization", "defended_by": "fd-relative walks everywhere",
+                          "contained": False})
     got = attack("handback-2100-levels", project, host, runtime, ["python3", "-c", deep_tree_code(2100, "dd")],
                  expect=COMPLETED, record=record_result, defends="fd-relative walks everywhere", user="root")
     assert_handed_back(got)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -48,8 +49,9 @@ def read_host_file(run_dir: Path, folder: str, name: str) -> bytes:
 
 def hostile(ws: Workspace, runtime: str, docker_api: Any, record: list[dict[str, Any]], name: str, argv: list[str],
             *, expect: set[tuple[str, str | None]], defends: str, policy: str | None = None,
-            cli: tuple[str, ...] = ()) -> Path:
-    """Run ``argv`` through ``dad-sandbox exec`` (or ``cli``) as the unprivileged user; check the four properties."""
+            cli: tuple[str, ...] = (), after: Callable[[Path], None] | None = None) -> Path:
+    """Run ``argv`` through ``dad-sandbox exec`` (or ``cli``) as the unprivileged user; check the four
+    properties and ``after(run_dir)``; only then is the row recorded as contained."""
     policy = policy or policy_name(runtime)
     before_host, before_sentinel = snapshot(ws.host), (ws.project / "sentinel.txt").read_bytes()
     entry = {"attack": f"nonroot-{name}", "runtime": runtime, "status": "?", "reason": None, "defended_by": defends,
@@ -74,14 +76,17 @@ def hostile(ws: Workspace, runtime: str, docker_api: Any, record: list[dict[str,
         raise AssertionError(f"{name}: the policy copy is gone or not JSON: {exc}") from None
     assert copy == load_policy(md.policy_name if policy in ("gvisor", "untrusted") else policy).model_dump(mode="json"), \
         f"{name}: .trace/policy.json is not the policy the run had"
+    if after is not None:
+        after(run_dir)
     entry["contained"] = True
     return run_dir
 
 
-def no_bad_modes(run_dir: Path) -> list[str]:
+def no_bad_modes(run_dir: Path) -> None:
+    """No setuid/setgid/world-writable entry and no folder its owner cannot list (GNU find is the oracle)."""
     done = subprocess.run(["find", str(run_dir), "!", "-type", "l", "(", "-perm", "/6002", "-o", "-type", "d", "!",
                            "-perm", "-0700", ")"], capture_output=True, text=True, check=True)
-    return done.stdout.split()
+    assert done.stdout.split() == [], f"left with bad modes: {done.stdout.split()[:10]}"
 
 
 @pytest.fixture
@@ -93,9 +98,8 @@ def check(workspace: Workspace, runtime: str, docker_api: Any, record_result: li
 
 def test_lock_the_run_dir(check) -> None:
     """chmod 000 on its own run dir: the run still gets its final status and the dir is handed back listable."""
-    run_dir = check("chmod-000-run-dir", 'chmod 000 "$PWD"; exit 0', expect=COMPLETED,
-                    defends="hand-back unlocks through a pinned handle before collection")
-    assert no_bad_modes(run_dir) == []
+    check("chmod-000-run-dir", 'chmod 000 "$PWD"; exit 0', expect=COMPLETED,
+          defends="hand-back unlocks through a pinned handle before collection", after=no_bad_modes)
 
 
 def test_lock_the_trace_dir(check) -> None:
@@ -138,8 +142,7 @@ def test_setuid_and_world_writable_left(check) -> None:
     """Setuid/setgid files and world-writable folders made under the user's own uid are stripped at hand-back."""
     script = ("cp /bin/true s && chmod 6755 s && mkdir -p w/x && chmod 1777 w && chmod 2777 w/x && "
               "echo x > w/f && chmod 666 w/f && chmod 000 w/x")
-    run_dir = check("setuid-left", script, expect=COMPLETED, defends="hand-back strips setuid/setgid/o+w")
-    assert no_bad_modes(run_dir) == []
+    check("setuid-left", script, expect=COMPLETED, defends="hand-back strips setuid/setgid/o+w", after=no_bad_modes)
 
 
 def quota_policy(workspace: Workspace, runtime: str) -> str:
@@ -162,10 +165,13 @@ def test_hide_data_from_the_quota(check, workspace: Workspace, runtime: str) -> 
 @REFUSED_QUOTA
 def test_hidden_data_stops_the_run(check, workspace: Workspace, runtime: str) -> None:
     """The same, while the run goes on: the quota watch must see the hidden data and stop it well before its end."""
-    run_dir = check("quota-hidden-live", HIDE.format(sleep=30), expect={("failed", "disk_quota")},
-                    defends="quota walk no permission trick can hide from", policy=quota_policy(workspace, runtime))
-    duration = read_metadata(run_dir).duration_seconds or 0.0
-    assert duration < 20, f"the run kept 60 MB over its quota for {duration:.0f}s"
+    def stopped_early(run_dir: Path) -> None:
+        duration = read_metadata(run_dir).duration_seconds or 0.0
+        assert duration < 20, f"the run kept 60 MB over its quota for {duration:.0f}s"
+
+    check("quota-hidden-live", HIDE.format(sleep=30), expect={("failed", "disk_quota")},
+          defends="quota walk no permission trick can hide from", policy=quota_policy(workspace, runtime),
+          after=stopped_early)
 
 
 @REFUSED_LAYOUT
@@ -175,12 +181,14 @@ def test_rewrite_static_inputs(workspace: Workspace, runtime: str, docker_api: A
     (workspace.project / "inputs.json").write_text(json.dumps({"first": {"name": "honest"}}))
     for name in ("hostile_components.py", "inputs.json"):
         workspace.chown(workspace.project / name)
-    run_dir = hostile(workspace, runtime, docker_api, record_result, "rewrite-static-inputs", [],
-                      expect=COMPLETED, defends="static inputs out of the run's reach",
-                      cli=("run", "hostile_components:agent", "--json", "--policy", policy_name(runtime),
-                           "--inputs", "inputs.json", "--prefix", "static"))
-    stored = read_host_file(run_dir, "static_inputs", "static_inputs.json").decode()
-    assert "forged" not in stored and "honest" in stored, stored
+    def intact(run_dir: Path) -> None:
+        stored = read_host_file(run_dir, "static_inputs", "static_inputs.json").decode()
+        assert "forged" not in stored and "honest" in stored, stored
+
+    hostile(workspace, runtime, docker_api, record_result, "rewrite-static-inputs", [],
+            expect=COMPLETED, defends="static inputs out of the run's reach", after=intact,
+            cli=("run", "hostile_components:agent", "--json", "--policy", policy_name(runtime),
+                 "--inputs", "inputs.json", "--prefix", "static"))
 
 
 HOSTILE_COMPONENT = '''
