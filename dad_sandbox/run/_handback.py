@@ -148,6 +148,7 @@ class _Walk:
             return self.done
         try:
             self.fix(cur, os.fstat(cur), is_dir=True)
+            self.done.stripped = 0  # the root's mode is the host's own doing (prepare() makes it setgid): not counted
             idents = [_ident(os.fstat(cur))]
             pending = [self.list_dir(cur)]
             waiting = len(pending[0])
