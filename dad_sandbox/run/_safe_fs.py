@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dad_sandbox.errors import UnsafePathError
+from dad_sandbox.run._handback import hand_back_tree
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -207,20 +208,10 @@ def ensure_plain_dir(base: Path, name: str, *, mode: int = 0o755) -> str | None:
 def lchown_tree(root: Path, uid: int, gid: int) -> int:
     """Give every entry under ``root`` (not following links) to ``uid:gid``; return how many changed.
 
-    Used to hand a run directory back to the host user after a container user wrote into it.
+    Also strips setuid/setgid/world-write bits: see :func:`dad_sandbox.run._handback.hand_back_tree`,
+    which does the walk (fd-relative, any depth, bounded in time).
     """
-    changed = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in (*dirnames, *filenames):
-            path = os.path.join(dirpath, name)
-            with contextlib.suppress(FileNotFoundError):
-                st = os.lstat(path)
-                if (st.st_uid, st.st_gid) != (uid, gid):
-                    os.lchown(path, uid, gid)
-                    changed += 1
-    with contextlib.suppress(FileNotFoundError):
-        os.lchown(root, uid, gid)
-    return changed
+    return hand_back_tree(root, uid, gid).chowned
 
 
 def iter_lines(

@@ -9,7 +9,7 @@ mount, and files it writes appear on the host under its numeric uid. So:
   create node folders; the runner's staging folder ``.runner/`` is given to it. ``.trace/`` and
   ``static_inputs/`` are mounted read-only into the container whoever owns them (see ``_spec``).
   After the run everything is handed back to the host user (:func:`reclaim`), without following
-  links.
+  links, and setuid, setgid and world-writable modes are stripped whoever the host user is.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dad_sandbox._logging import get_logger
 from dad_sandbox.run import _safe_fs
+from dad_sandbox.run._handback import HandBack, close_to_owner, hand_back_tree
 from dad_sandbox.run._layout import RUNNER_DIR
+
+log = get_logger(__name__)
 
 NOBODY = 65534
 
@@ -72,12 +76,25 @@ def prepare(run_dir: Path, user: RunUser) -> None:
                 os.fchmod(fd, 0o1777)
 
 
-def reclaim(run_dir: Path, user: RunUser) -> int:
-    """Give everything in the run dir back to the host user; return how many entries changed."""
-    if not user.needs_handover:
-        return 0
-    with _safe_fs.opened_dir(run_dir) as fd:
-        os.fchmod(fd, 0o755)
-    if os.getuid() != 0:
-        return 0
-    return _safe_fs.lchown_tree(run_dir, user.host_uid, user.host_gid)
+def reclaim(run_dir: Path, user: RunUser) -> HandBack:
+    """Hand the run dir back to the host user: owner (when the host is root), no setuid/setgid or
+    world-writable modes anywhere, folders listable again; the run dir itself ``0755``.
+
+    Runs for every run, not only when the uid changed: a run that shares the host's uid can still
+    leave a setuid or world-writable file, or a folder it made unreadable. If the walk is cut short
+    (time budget), the run dir is closed to its owner (``0700``) so that nothing left below it is
+    reachable by other local users, and the result says so.
+    """
+    owner = (user.host_uid, user.host_gid) if os.getuid() == 0 else (None, None)
+    done = hand_back_tree(run_dir, *owner)
+    if done.complete:
+        with _safe_fs.opened_dir(run_dir) as fd:
+            os.fchmod(fd, 0o755)
+    else:
+        close_to_owner(run_dir)
+        log.warning("hand-back of the run dir incomplete: closed it to its owner", run_dir=str(run_dir),
+                    entries=done.entries, problems=done.problems)
+    if done.stripped:
+        log.warning("the run left setuid/setgid or world-writable entries: stripped", run_dir=str(run_dir),
+                    stripped=done.stripped)
+    return done

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import PolicyError
+from dad_sandbox.sandbox import _seccomp
 from dad_sandbox.sandbox._units import parse_duration, parse_size
 
 def _unlimited(parse: Any) -> Any:
@@ -72,6 +73,10 @@ class Policy(BaseModel):
     cap_drop: list[str] = Field(default_factory=lambda: ["ALL"])
     cap_add: list[str] = Field(default_factory=list, description="capabilities added back, one by one by name")
     no_new_privileges: bool = True
+    seccomp: str = Field(
+        "untrusted",
+        description="seccomp profile: a name in policies/seccomp/, a path to a .json profile, or 'docker-default'",
+    )
     init: bool = Field(True, description="run an init process as PID 1 (reaps zombies, forwards signals)")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables set for the run")
     env_allow: list[str] = Field(default_factory=list, description="host variables passed through, by name")
@@ -101,6 +106,13 @@ class Policy(BaseModel):
             out.append(name)
         return out
 
+    @field_validator("seccomp")
+    @classmethod
+    def _check_seccomp(cls, value: str) -> str:
+        _seccomp.check_name(value)
+        _seccomp.resolve(value, builtin_policy_dirs())  # a missing or malformed profile fails here, readably
+        return value
+
     @field_validator("tmpfs")
     @classmethod
     def _check_tmpfs(cls, value: dict[str, int]) -> dict[str, int]:
@@ -128,6 +140,15 @@ class Policy(BaseModel):
     def hash(self) -> str:
         """sha256 of the canonical JSON of the policy: same settings, same hash."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+    @property
+    def seccomp_profile(self) -> _seccomp.SeccompProfile:
+        """The profile ``seccomp`` names, read and checked (cached while the file is unchanged).
+
+        Raises:
+            PolicyError: the profile went missing or became invalid since the policy was loaded.
+        """
+        return _seccomp.resolve(self.seccomp, builtin_policy_dirs())
 
     def with_overrides(self, **changes: Any) -> Policy:
         """A validated copy with some fields changed (e.g. ``timeout`` from the CLI)."""
@@ -194,7 +215,26 @@ def load_policy_file(path: Path) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
     data.setdefault("name", path.stem)
+    seccomp = data.get("seccomp")
+    if isinstance(seccomp, str):
+        data["seccomp"] = _local_profile(path.parent, seccomp)
     return _validate(data, source=f"file {path}")
+
+
+def _local_profile(folder: Path, value: str) -> str:
+    """A policy file's own profile: a relative path is relative to the policy file, and a name is
+    looked up in the ``seccomp/`` folder beside it before the built-in ones."""
+    if value == _seccomp.DOCKER_DEFAULT:
+        return value
+    candidate = Path(value).expanduser()
+    if "/" in value or value.endswith(".json"):
+        return value if candidate.is_absolute() else str(folder / candidate)
+    beside = folder / _seccomp.PROFILE_DIR / f"{value}.json"
+    return str(beside) if beside.is_file() and folder.resolve() not in _builtin_resolved() else value
+
+
+def _builtin_resolved() -> set[Path]:
+    return {d.resolve() for d in builtin_policy_dirs()}
 
 
 def load_policy(policy: str | Path | Policy) -> Policy:

@@ -147,6 +147,7 @@ def container_spec(
         cap_drop=tuple(policy.cap_drop),
         cap_add=tuple(policy.cap_add),
         no_new_privileges=policy.no_new_privileges,
+        seccomp_profile=policy.seccomp_profile.text,
         init=policy.init,
         runtime=policy.runtime,
         ulimits={"fsize": policy.max_file_size} if policy.max_file_size else {},

@@ -139,6 +139,7 @@ class RunSupervisor:
         with _safe_fs.opened_dir(ctx.run_dir, TRACE_DIR) as fd:
             _safe_fs.write_atomic(fd, POLICY_FILE, (policy.model_dump_json(indent=2) + "\n").encode(), durable=False)
         identity = _labels.supervisor_identity()
+        seccomp = policy.seccomp_profile
         ctx.record(
             execution="isolated",
             image=policy.image_ref,
@@ -146,6 +147,8 @@ class RunSupervisor:
             engine={k: engine_info.get(k) for k in ("engine", "version", "api_version", "kernel")},
             policy_name=policy.name,
             policy_hash=policy.hash,
+            seccomp_profile=seccomp.name,
+            seccomp_hash=seccomp.sha256,  # sha256 of the profile file; None: the engine's own default
             policy=policy.model_dump(mode="json"),
             command=None if launch.component else launch.command,
             component=launch.component,

@@ -44,6 +44,8 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
     no_new_privileges: bool = True
+    #: a seccomp profile's JSON text; None leaves the engine's default profile in place
+    seccomp_profile: str | None = None
     init: bool = True
     runtime: str | None = None
     ulimits: dict[str, int] = field(default_factory=dict)

@@ -81,6 +81,14 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
     )
 
 
+def _security_opt(spec: ContainerSpec) -> list[str] | None:
+    """``HostConfig.SecurityOpt``: the API takes a seccomp profile's content, as the CLI sends it."""
+    opts = ["no-new-privileges"] if spec.no_new_privileges else []
+    if spec.seccomp_profile is not None:
+        opts.append(f"seccomp={spec.seccomp_profile}")
+    return opts or None
+
+
 class DockerEngine(Engine):
     """:class:`Engine` backed by a Docker daemon (``DOCKER_HOST`` or the default socket)."""
 
@@ -154,7 +162,7 @@ class DockerEngine(Engine):
                 read_only=spec.read_only_root,
                 cap_drop=list(spec.cap_drop) or None,
                 cap_add=list(spec.cap_add) or None,
-                security_opt=["no-new-privileges"] if spec.no_new_privileges else None,
+                security_opt=_security_opt(spec),
                 init=spec.init,
                 runtime=spec.runtime,
                 ulimits=[docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in spec.ulimits.items()] or None,
