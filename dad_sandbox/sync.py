@@ -13,7 +13,9 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dad_sandbox.errors import ExecutionStateError
+from dad_sandbox import _signals
+from dad_sandbox.errors import DadSandboxError, ExecutionStateError
+from dad_sandbox.run import RunStatus
 from dad_sandbox.run._context import RunContext
 from dad_sandbox.sandbox._isolated import IsolatedExecution
 from dad_sandbox.sandbox._policy import Policy
@@ -23,7 +25,10 @@ T = TypeVar("T")
 
 
 def _interrupted(ctx: RunContext) -> RunResult:
-    """After Ctrl-C the supervisor has already killed the container and recorded ``cancelled``."""
+    """After Ctrl-C (or SIGTERM/SIGHUP) the supervisor has already killed the container and
+    recorded ``cancelled``; a run interrupted before it reached the supervisor is recorded here."""
+    if ctx.is_set_up and not ctx.metadata.status.is_terminal:
+        ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="interrupted before its container was created")
     return RunResult.from_metadata(ctx.metadata, ctx.run_dir)
 
 
@@ -32,7 +37,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return _signals.run(coro)  # SIGINT, SIGTERM and SIGHUP cancel the run, whatever was inherited
     coro.close()
     raise ExecutionStateError("dad_sandbox.sync functions cannot run inside an event loop; await the async API instead")
 
@@ -101,11 +106,15 @@ def run_component(
     ctx = RunContext(component.id, project_root, run_root=run_root, previous_run_id=previous_run_id,
                      start_hierarchy_path=start_hierarchy_path)
     ctx.setup_run(run_id_prefix=run_id_prefix)
-    if static_inputs_file is not None:
-        ctx.static_inputs.load_file(Path(static_inputs_file))
-    elif ctx.previous_run_dir is not None:
-        ctx.static_inputs.load_file(ctx.previous_run_dir / "static_inputs" / "static_inputs.json")
-    ctx.read_static_inputs()
+    try:
+        if static_inputs_file is not None:
+            ctx.static_inputs.load_file(Path(static_inputs_file))
+        elif ctx.previous_run_dir is not None:
+            ctx.static_inputs.load_file(ctx.previous_run_dir / "static_inputs" / "static_inputs.json")
+        ctx.read_static_inputs()
+    except DadSandboxError as exc:  # a pre-flight failure ends the run at once, never `initialized`
+        ctx.record(status=RunStatus.FAILED, reason="preflight", error=str(exc))
+        raise
     try:
         return run_sync(_run(ctx, reference, policy, timeout, on_event))
     except KeyboardInterrupt:
