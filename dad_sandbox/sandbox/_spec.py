@@ -16,6 +16,16 @@ from dad_sandbox.sandbox.engine import ContainerSpec, Mount
 CONTAINER_PROJECT = "/dad/project"
 CONTAINER_RUN_ROOT = "/dad/runs"
 REQUEST_ENV = "DAD_RUN_REQUEST"
+#: PID 1 of a run container when the policy asks for an init (images/init/dad-init.c): it kills
+#: the run at ``DAD_DEADLINE`` even when no supervisor is left on the host.
+INIT_PATH = "/usr/local/bin/dad-init"
+DEADLINE_ENV = "DAD_DEADLINE"
+#: The in-container deadline trails the supervisor's, so a living supervisor kills first and
+#: classifies the run; dad-init is the backstop when none is left.
+INIT_DEADLINE_GRACE = 2.0
+#: What dad-init keeps as root PID 1 (dropped for the run's processes): change to the run's user,
+#: empty their bounding set, signal them.
+INIT_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
 
 
 def container_run_dir(run_id: str) -> str:
@@ -85,6 +95,18 @@ def container_spec(
         **policy.env,
         **(env or {}),
     }
+    container_user, cap_add = user.docker_user, tuple(policy.cap_add)
+    if policy.init:
+        full_env[DEADLINE_ENV] = f"{deadline + INIT_DEADLINE_GRACE:.3f}"
+        if user.uid != 0:
+            # dad-init runs as root with just what it needs to become the run's user and to signal
+            # it; the run's processes get uid:gid and no capability at all, so they cannot signal,
+            # stop or trace their init (gVisor does not shield PID 1 from its namespace).
+            container_user = "0:0"
+            cap_add = tuple(dict.fromkeys([*cap_add, *INIT_CAPS]))
+            command = [INIT_PATH, "--user", user.docker_user, "--", *command]
+        else:
+            command = [INIT_PATH, "--", *command]
     all_labels = {
         _labels.DEADLINE: f"{deadline:.3f}",
         _labels.RUN_DIR: str(run_dir),
@@ -97,7 +119,7 @@ def container_spec(
         command=tuple(command),
         labels=all_labels,
         env=full_env,
-        user=user.docker_user,
+        user=container_user,
         working_dir=container_run_dir(dir_name),
         mounts=tuple(mounts),
         tmpfs={path: f"size={size},mode=1777" for path, size in policy.tmpfs.items()},
@@ -107,9 +129,9 @@ def container_spec(
         network=policy.network,
         read_only_root=policy.read_only_root,
         cap_drop=tuple(policy.cap_drop),
-        cap_add=tuple(policy.cap_add),
+        cap_add=cap_add,
         no_new_privileges=policy.no_new_privileges,
-        init=policy.init,
+        init=False,  # dad-init is PID 1 instead of the engine's init (see INIT_PATH)
         runtime=policy.runtime,
         ulimits={"fsize": policy.max_file_size} if policy.max_file_size else {},
         stdin_open=stdin_open,
