@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from dad_sandbox import IsolatedExecution, RunContext, RunStatus, Supervisor, load_policy
+from dad_sandbox import (
+    IsolatedExecution,
+    RunContext,
+    RunStatus,
+    Supervisor,
+    load_policy,
+)
 from dad_sandbox.run import read_metadata
 from dad_sandbox.sandbox.engine import ContainerSpec
 from dad_sandbox.testing import FakeEngine
