@@ -34,6 +34,8 @@ from dad_sandbox.sandbox._service import Supervisor
 
 log = get_logger(__name__)
 MAX_REQUEST_BYTES = 1 << 20
+#: How long `serve` waits for its warm pool to fill before it listens (it serves cold runs after).
+POOL_READY_WAIT = 60.0
 
 
 def _private_dir(path: Path) -> None:
@@ -124,29 +126,42 @@ class SupervisorServer:
             await self._serve()
 
     async def _serve(self) -> None:
-        async with self.supervisor:
-            server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path), limit=MAX_REQUEST_BYTES)
-            os.chmod(self.socket_path, 0o600)
-            identity = self.socket_path.stat().st_ino  # unlink only our own socket on the way out
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in CANCEL_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with self.supervisor:
+                # Listen once the warm pool is full (or POOL_READY_WAIT passed): an `exec` that finds
+                # the socket then gets a warm container, and a stop signal meanwhile is honoured.
+                ready = asyncio.ensure_future(self.supervisor.pool_ready(POOL_READY_WAIT))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                stopping.cancel()
+                if not stop.is_set():
+                    await self._listen(stop)
+        finally:
             for sig in CANCEL_SIGNALS:
-                loop.add_signal_handler(sig, stop.set)
-            log.info("supervisor serving", socket=str(self.socket_path), project=str(self.supervisor.project_root))
-            print(f"dad-sandbox supervisor serving {self.supervisor.project_root} on {self.socket_path}", flush=True)
-            try:
-                async with server:
-                    await stop.wait()
-                    server.close()  # no new runs from here on
-                    cancelled = self.supervisor.cancel_all()
-                    if cancelled:
-                        log.warning("stopping: cancelled the runs still going", count=cancelled)
-            finally:
-                for sig in CANCEL_SIGNALS:
-                    loop.remove_signal_handler(sig)
-                with contextlib.suppress(OSError):
-                    if self.socket_path.stat().st_ino == identity:
-                        self.socket_path.unlink()
+                loop.remove_signal_handler(sig)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path), limit=MAX_REQUEST_BYTES)
+        os.chmod(self.socket_path, 0o600)
+        identity = self.socket_path.stat().st_ino  # unlink only our own socket on the way out
+        log.info("supervisor serving", socket=str(self.socket_path), project=str(self.supervisor.project_root))
+        print(f"dad-sandbox supervisor serving {self.supervisor.project_root} on {self.socket_path}", flush=True)
+        try:
+            async with server:
+                await stop.wait()
+                server.close()  # no new runs from here on
+                cancelled = self.supervisor.cancel_all()
+                if cancelled:
+                    log.warning("stopping: cancelled the runs still going", count=cancelled)
+        finally:
+            with contextlib.suppress(OSError):
+                if self.socket_path.stat().st_ino == identity:
+                    self.socket_path.unlink()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def send(obj: dict[str, Any]) -> None:
