@@ -23,6 +23,8 @@ DEADLINE_ENV = "DAD_DEADLINE"
 #: The in-container deadline trails the supervisor's, so a living supervisor kills first and
 #: classifies the run; dad-init is the backstop when none is left.
 INIT_DEADLINE_GRACE = 2.0
+#: dad-init's exit code when it killed the run at its deadline (as timeout(1))
+INIT_DEADLINE_EXIT = 124
 #: What dad-init keeps as root PID 1 (dropped for the run's processes): change to the run's user,
 #: empty their bounding set, signal them.
 INIT_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")

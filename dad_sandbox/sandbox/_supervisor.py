@@ -42,7 +42,7 @@ from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._pool import Slot, pointer_file
-from dad_sandbox.sandbox._spec import REQUEST_ENV, build_spec, container_env_params
+from dad_sandbox.sandbox._spec import INIT_DEADLINE_EXIT, REQUEST_ENV, build_spec, container_env_params
 from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
@@ -305,6 +305,8 @@ class RunSupervisor:
                 watch.deadline_hit = True
                 log.warning("deadline passed: killing the container", run_id=self.ctx.run_id, timeout=self.policy.timeout)
                 await self.engine.kill(cid)
+            elif code == INIT_DEADLINE_EXIT and time.time() >= watch.deadline:
+                watch.deadline_hit = True  # dad-init enforced it first (this process was suspended or starved)
 
     async def _attach(self, watch: _Watch, sink: OutputSink) -> None:
         """Connect the output stream and wait until it is attached, so no early output is lost."""
