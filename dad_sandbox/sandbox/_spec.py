@@ -20,6 +20,8 @@ REQUEST_ENV = "DAD_RUN_REQUEST"
 #: the run at ``DAD_DEADLINE`` even when no supervisor is left on the host.
 INIT_PATH = "/usr/local/bin/dad-init"
 DEADLINE_ENV = "DAD_DEADLINE"
+#: Set in warm-pool containers: the fd on which the waiter writes its run's deadline to dad-init, once.
+DEADLINE_FD_ENV = "DAD_DEADLINE_FD"
 #: The in-container deadline trails the supervisor's, so a living supervisor kills first and
 #: classifies the run; dad-init is the backstop when none is left.
 INIT_DEADLINE_GRACE = 2.0
@@ -100,15 +102,20 @@ def container_spec(
     container_user, cap_add = user.docker_user, tuple(policy.cap_add)
     if policy.init:
         full_env[DEADLINE_ENV] = f"{deadline + INIT_DEADLINE_GRACE:.3f}"
+        if stdin_open:  # a warm-pool waiter: it hands dad-init its run's deadline when the run arrives
+            full_env[DEADLINE_FD_ENV] = "3"
+            command = ["--deadline-fd", "--", *command]
+        else:
+            command = ["--", *command]
         if user.uid != 0:
             # dad-init runs as root with just what it needs to become the run's user and to signal
             # it; the run's processes get uid:gid and no capability at all, so they cannot signal,
             # stop or trace their init (gVisor does not shield PID 1 from its namespace).
             container_user = "0:0"
             cap_add = tuple(dict.fromkeys([*cap_add, *INIT_CAPS]))
-            command = [INIT_PATH, "--user", user.docker_user, "--", *command]
+            command = [INIT_PATH, "--user", user.docker_user, *command]
         else:
-            command = [INIT_PATH, "--", *command]
+            command = [INIT_PATH, *command]
     all_labels = {
         _labels.DEADLINE: f"{deadline:.3f}",
         _labels.RUN_DIR: str(run_dir),

@@ -42,7 +42,13 @@ from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._pool import Slot, pointer_file
-from dad_sandbox.sandbox._spec import INIT_DEADLINE_EXIT, REQUEST_ENV, build_spec, container_env_params
+from dad_sandbox.sandbox._spec import (
+    INIT_DEADLINE_EXIT,
+    INIT_DEADLINE_GRACE,
+    REQUEST_ENV,
+    build_spec,
+    container_env_params,
+)
 from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
@@ -196,7 +202,9 @@ class RunSupervisor:
             env[REQUEST_ENV] = json.dumps({**launch.request, "env_params": container_env_params(ctx, slot.slot_id)})
         watch = _Watch(slot.container_id, launch.component, slot.user, deadline, started=True)
         write = asyncio.ensure_future(
-            self.engine.write_stdin(slot.stdin, (json.dumps({"argv": launch.command, "env": env}) + "\n").encode())
+            self.engine.write_stdin(slot.stdin, (json.dumps({
+                "argv": launch.command, "env": env, "deadline": deadline + INIT_DEADLINE_GRACE,  # for dad-init
+            }) + "\n").encode())
         )
         watch.cancelled = await _to_the_end(write)  # finalized (container killed) below, then re-raised
         if not write.cancelled() and write.exception() is not None:

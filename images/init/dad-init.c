@@ -1,7 +1,13 @@
 /*
  * dad-init: PID 1 of every dad-sandbox run container.
  *
- *   dad-init [--user UID:GID] -- COMMAND [ARGS...]   deadline: env DAD_DEADLINE (epoch seconds)
+ *   dad-init [--user UID:GID] [--deadline-fd] -- COMMAND [ARGS...]   deadline: env DAD_DEADLINE (epoch seconds)
+ *
+ * --deadline-fd (warm-pool containers, whose run is not known when they start): COMMAND gets the
+ * write end of a pipe as fd 3 and may write ONE line "<epoch seconds>\n" there, which replaces the
+ * deadline; the waiter does so when its run arrives and closes fd 3 before exec'ing the run, so the
+ * run itself can never move its deadline (the pipe has no name, and dad-init's /proc entries are
+ * closed to it). Anything after the first line, or a line that does not parse, is ignored.
  *
  * Why our own init instead of docker-init: the run's deadline must hold when no host process is
  * left to enforce it (supervisor SIGKILLed, host suspended and resumed). dad-init is the one
@@ -34,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -56,6 +63,33 @@ static double now_realtime(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#define DEADLINE_FD 3
+
+/* Read what the pipe has; the first complete line sets the deadline, then the pipe is closed. */
+static void poll_deadline_pipe(int *fd, double *deadline) {
+    static char line[64];
+    static size_t used = 0;
+    for (;;) {
+        char c;
+        ssize_t n = read(*fd, &c, 1);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (n <= 0 || used + 1 >= sizeof line) break; /* EOF, error or an over-long line: stop listening */
+        if (c != '\n') {
+            line[used++] = c;
+            continue;
+        }
+        line[used] = '\0';
+        char *end = NULL;
+        errno = 0;
+        double value = strtod(line, &end);
+        if (errno == 0 && end != line && *end == '\0' && value > 0.0) *deadline = value;
+        else fprintf(stderr, "dad-init: ignoring a deadline update that does not parse\n");
+        break;
+    }
+    close(*fd);
+    *fd = -1;
 }
 
 static double read_deadline(void) {
@@ -89,7 +123,7 @@ static void drop_to(uid_t uid, gid_t gid) {
 int main(int argc, char **argv) {
     const int is_pid1 = getpid() == 1;
     if (!is_pid1) fprintf(stderr, "dad-init: warning: not PID 1; at the deadline only COMMAND's process group is killed\n");
-    int first = 1, drop = 0;
+    int first = 1, drop = 0, want_pipe = 0;
     unsigned long run_uid = 0, run_gid = 0;
     if (argc > 2 && strcmp(argv[1], "--user") == 0) {
         char *end = NULL;
@@ -100,6 +134,10 @@ int main(int argc, char **argv) {
         if (end == gid_text || *end != '\0') die(USAGE_EXIT, "--user takes UID:GID");
         drop = 1;
         first = 3;
+    }
+    if (argc > first && strcmp(argv[first], "--deadline-fd") == 0) {
+        want_pipe = 1;
+        first++;
     }
     if (argc > first && strcmp(argv[first], "--") == 0) first++;
     if (first >= argc) die(USAGE_EXIT, "usage: dad-init -- COMMAND [ARGS...]");
@@ -114,10 +152,16 @@ int main(int argc, char **argv) {
     sigemptyset(&none);
     sigprocmask(SIG_BLOCK, &all, NULL);
 
+    int pipe_fds[2] = {-1, -1};
+    if (want_pipe && pipe2(pipe_fds, O_CLOEXEC) != 0) die(USAGE_EXIT, "pipe2 failed");
+
     pid_t child = fork();
     if (child < 0) die(USAGE_EXIT, "fork failed");
     if (child == 0) {
         setpgid(0, 0);
+        if (want_pipe) { /* the write end as fd 3, without O_CLOEXEC; the read end stays ours */
+            if (dup2(pipe_fds[1], DEADLINE_FD) != DEADLINE_FD) _exit(USAGE_EXIT);
+        }
         if (drop) drop_to((uid_t)run_uid, (gid_t)run_gid);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execvp(argv[first], &argv[first]);
@@ -125,9 +169,16 @@ int main(int argc, char **argv) {
         _exit(EXEC_EXIT);
     }
     setpgid(child, child); /* also here: no race with a signal forwarded before the child ran */
+    int deadline_fd = -1;
+    if (want_pipe) {
+        close(pipe_fds[1]);
+        deadline_fd = pipe_fds[0];
+        fcntl(deadline_fd, F_SETFL, O_NONBLOCK);
+    }
 
     struct timespec tick = {0, DAD_INIT_TICK_MS * 1000000L};
     for (;;) {
+        if (deadline_fd >= 0) poll_deadline_pipe(&deadline_fd, &deadline);
         if (deadline > 0.0 && now_realtime() >= deadline) {
             fprintf(stderr, "dad-init: the run's deadline passed; killing every process of the run\n");
             /* kill(-1) means "every process of this pid namespace" only when we are its PID 1;

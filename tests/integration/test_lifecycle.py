@@ -105,6 +105,48 @@ def test_deadline_holds_with_every_supervisor_gone(project: Path, docker_api, po
     assert labelled(docker_api, md.run_id) == set()
 
 
+POOLED = """
+import asyncio, sys
+from dad_sandbox import Supervisor
+async def main():
+    policy = sys.argv[2]
+    async with Supervisor(project_root=sys.argv[1], policy=policy, warm_pool={policy: 1}, recover_on_start=False) as sup:
+        await sup.pool_ready()
+        handle = sup.submit(["sleep", "600"])
+        print(handle.run_dir, flush=True)
+        await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+def test_pooled_run_deadline_holds_with_its_supervisor_gone(project: Path, docker_api, tmp_path: Path) -> None:
+    """A warm-pool container learns its run's deadline at dispatch (the waiter tells dad-init once):
+    with the supervisor SIGKILLed, it ends by itself at the run's deadline, not the pool's hour."""
+    policy = tmp_path / "short.toml"
+    text = (Path(__file__).resolve().parents[2] / "policies" / "untrusted.toml").read_text()
+    policy.write_text(text.replace('timeout = "5m"', 'timeout = "3s"'))
+    proc = subprocess.Popen([sys.executable, "-c", POOLED, str(project), str(policy)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        run_dir = Path(proc.stdout.readline().strip())
+        wait_for_status(run_dir, RunStatus.RUNNING, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    md = read_metadata(run_dir)
+    assert md.model_extra.get("warm_pool_slot")
+    cid = md.container_id
+    end = time.monotonic() + 60
+    while time.monotonic() < end and docker_api.inspect_container(cid)["State"]["Running"]:
+        time.sleep(0.1)
+    assert docker_api.inspect_container(cid)["State"]["ExitCode"] == 124
+    _recover(project, gc=True)  # the pool's idle slot (refill) and the finished run
+    md = read_metadata(run_dir)
+    assert (md.status, md.reason) == ("timed_out", "deadline"), md.error
+    assert labelled(docker_api, under=project) == set()
+
+
 def test_run_cannot_kill_stop_or_read_its_init(project: Path, policy_name: str) -> None:
     """Inside the run, PID 1 is dad-init: kill -9 1 and kill -STOP 1 do nothing, /proc/1/mem stays closed."""
     script = (
