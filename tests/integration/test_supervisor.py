@@ -67,7 +67,9 @@ def test_killed_supervisor_twenty_times_nothing_leaks(project: Path, docker_api)
 
     recover_start, found = asyncio.run(recover())
     mine = [o for o in found if o.run_id in orphaned]
-    assert len(mine) == 20 and all(o.action == OrphanAction.REATTACHED for o in mine)
+    # Re-attached while still running, or already ended by dad-init at deadline + 2 s when the 20
+    # spawns took longer than that (a loaded machine): either way timed_out and nothing left.
+    assert len(mine) == 20 and all(o.action in (OrphanAction.REATTACHED, OrphanAction.FINALIZED) for o in mine)
     for run_dir in run_dirs:
         md = read_metadata(run_dir)
         assert (md.status, md.reason) == ("timed_out", "deadline"), md.error
