@@ -152,8 +152,9 @@ class ErrorHandlingGroup(click.Group):
             _report(UsageFailure(f"{exc.format_message()} (see '{where} --help')"), argv)
         except click.ClickException as exc:
             _report(SandboxError(exc.format_message()), argv)
-        except click.Abort:
-            _report(CancelledExit("interrupted"), argv)
+        except click.Abort as exc:  # Ctrl-C, or SIGTERM/SIGHUP turned into it by dad_sandbox._signals
+            name = getattr(exc.__cause__ or exc.__context__, "signal_name", "SIGINT")
+            _report(CancelledExit(f"cancelled ({name})"), argv)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             from dad_sandbox.errors import DadSandboxError
 

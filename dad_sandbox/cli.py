@@ -136,8 +136,10 @@ _inputs_opt = click.option("--inputs", "inputs_file", type=click.Path(dir_okay=F
 @click.version_option(__version__, prog_name="dad-sandbox")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the supervisor does (to stderr).")
 def main(verbose: bool) -> None:
+    from dad_sandbox import _signals
     from dad_sandbox._logging import configure_logging
 
+    _signals.install()  # SIGINT/SIGTERM/SIGHUP cancel this process's runs, whatever was inherited
     configure_logging(level="debug" if verbose else "error")
 
 
@@ -511,15 +513,14 @@ def runs_export_otlp(run_id: str, endpoint: str, run_root: Path | None, as_json:
 @click.option("--dry-run", is_flag=True, help="Only list what would be cleaned.")
 @_json_opt
 def gc_cmd(dry_run: bool, as_json: bool) -> None:
-    import asyncio
-
+    from dad_sandbox import _signals
     from dad_sandbox.sandbox import Supervisor
 
     async def gc() -> list[Any]:
         async with Supervisor(recover_on_start=False) as sup:
-            return await sup.gc(dry_run=dry_run)
+            return await sup.gc(dry_run=dry_run, everywhere=True)
 
-    found = asyncio.run(gc())
+    found = _signals.run(gc())
     if as_json:
         _echo_json([dataclasses.asdict(o) for o in found])
         return

@@ -12,7 +12,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dad_sandbox.errors import ExecutionStateError, ImageNotFound, RerunTargetError
+from dad_sandbox import _signals
+from dad_sandbox.errors import DadSandboxError, ExecutionStateError, ImageNotFound, RerunTargetError
 from dad_sandbox.run._context import RunContext
 from dad_sandbox.run._layout import STATIC_INPUTS_DIR, STATIC_INPUTS_FILE
 from dad_sandbox.run._status import RunStatus
@@ -25,7 +26,10 @@ T = TypeVar("T")
 
 
 def _interrupted(ctx: RunContext) -> RunResult:
-    """After Ctrl-C the supervisor has already killed the container and recorded ``cancelled``."""
+    """After Ctrl-C (or SIGTERM/SIGHUP) the supervisor has already killed the container and
+    recorded ``cancelled``; a run interrupted before it reached the supervisor is recorded here."""
+    if ctx.is_set_up and not ctx.metadata.status.is_terminal:
+        ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="interrupted before its container was created")
     return RunResult.from_metadata(ctx.metadata, ctx.run_dir)
 
 
@@ -34,7 +38,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return _signals.run(coro)  # SIGINT, SIGTERM and SIGHUP cancel the run, whatever was inherited
     coro.close()
     raise ExecutionStateError("dad_sandbox.sync functions cannot run inside an event loop; await the async API instead")
 
@@ -130,13 +134,17 @@ def run_component(
     ctx = RunContext(root_id, project_root, run_root=run_root, previous_run_id=previous_run_id,
                      start_hierarchy_path=start_hierarchy_path)
     ctx.setup_run(run_id_prefix=run_id_prefix)
-    if ctx.previous_run_dir is not None and not replace_inputs:
-        ctx.static_inputs.load_file(ctx.previous_run_dir / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE)
-    if static_inputs_file is not None:
-        ctx.static_inputs.load_file(Path(static_inputs_file))  # overlays per node: a key it names is replaced
-    for key, value in (static_inputs or {}).items():
-        ctx.register_node_static_input(key, value)
-    ctx.read_static_inputs()
+    try:
+        if ctx.previous_run_dir is not None and not replace_inputs:
+            ctx.static_inputs.load_file(ctx.previous_run_dir / STATIC_INPUTS_DIR / STATIC_INPUTS_FILE)
+        if static_inputs_file is not None:
+            ctx.static_inputs.load_file(Path(static_inputs_file))  # overlays per node: a key it names is replaced
+        for key, value in (static_inputs or {}).items():
+            ctx.register_node_static_input(key, value)
+        ctx.read_static_inputs()
+    except DadSandboxError as exc:  # a pre-flight failure ends the run at once, never `initialized`
+        ctx.record(status=RunStatus.FAILED, reason="invalid_inputs", error=str(exc))
+        raise
     effective: str | Path | Policy = policy if policy is not None else "untrusted"
     if reproduction is not None:
         effective = reproduction.policy

@@ -109,6 +109,8 @@ class FakeEngine(Engine):
 
     async def _run(self, c: FakeContainer) -> None:
         argv = list(c.spec.command)
+        if argv and argv[0] == "/usr/local/bin/dad-init" and "--" in argv:
+            argv = argv[argv.index("--") + 1 :]  # the in-container init runs the script as its child
         if c.spec.stdin_open:
             assert c.stdin is not None
             line = await c.stdin

@@ -51,7 +51,7 @@ base_id=$(docker image inspect --format '{{.Id}}' "$base_tag")
 
 # ---- runner: its inputs are the base, the Dockerfile, the package sources and the dependency list
 inputs=$(cd "$root" && find dad_sandbox policies -type f \( -name '*.py' -o -name '*.toml' \) | sort)
-runner_hash=$( { echo "$base_id"; cat "$here/runner/Dockerfile" "$root/pyproject.toml"; (cd "$root" && cat $inputs); } | sha256sum | cut -c1-12)
+runner_hash=$( { echo "$base_id"; cat "$here/runner/Dockerfile" "$root/pyproject.toml" "$here/init/dad-init.c"; (cd "$root" && cat $inputs); } | sha256sum | cut -c1-12)
 runner_tag=dad-sandbox-runner:$version-$runner_hash
 mkdir -p "$root/build"
 echo "$version-$runner_hash" > "$root/build/runner-tag"  # make test runs with this exact image
@@ -65,6 +65,11 @@ ctx=$(mktemp -d /var/tmp/dad-image.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/wheels" "$root/build/wheel-cache"
 cp "$here/runner/Dockerfile" "$ctx/"
+
+# dad-init, PID 1 of every run container (enforces the deadline without the host): a static binary
+# built here, so the image needs no compiler.
+command -v gcc >/dev/null 2>&1 || die "gcc is needed to build images/init/dad-init.c (Debian: apt-get install gcc libc6-dev)"
+gcc -static -O2 -Wall -Wextra -o "$ctx/dad-init" "$here/init/dad-init.c" || die "compiling dad-init failed"
 
 # Dependency wheels for CPython 3.11 on this architecture, cached per dependency list.
 arch=$(uname -m)

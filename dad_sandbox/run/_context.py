@@ -6,7 +6,9 @@ the sandbox layer through the small "supervisor" methods at the end of the class
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,23 @@ from dad_sandbox.run._layout import (
     check_element_id,
     make_run_dir_skeleton,
 )
-from dad_sandbox.run._metadata import RerunInfo, RunMetadata, clip_error, read_metadata, utcnow, write_metadata
+from dad_sandbox.run._metadata import (
+    RerunInfo,
+    RunMetadata,
+    clip_error,
+    read_metadata,
+    status_lock,
+    utcnow,
+    write_metadata,
+)
+from dad_sandbox.run._owner import owner_identity
 from dad_sandbox.run._static_inputs import StaticInputs
 from dad_sandbox.run._status import RunStatus, combine_status
 
 log = get_logger(__name__)
+
+#: Fields that describe how a run ended: never set by a writer whose terminal status lost.
+_ENDING_FIELDS = frozenset({"reason", "exit_code", "completed_at", "duration_seconds"})
 
 
 class RunContext:
@@ -67,6 +81,7 @@ class RunContext:
         self.static_inputs = StaticInputs()
         self._layout: RunLayout | None = None
         self._metadata: RunMetadata | None = None
+        self._adopted = False  # another process wrote the terminal status this context now carries
 
     # ----------------------------------------------------------------- set-up
 
@@ -102,6 +117,7 @@ class RunContext:
             root_component_id=self.root_component_id,
             project_root=str(self.project_root),
             rerun=rerun,
+            owner=owner_identity(),
         )
         self._persist()
         if self.static_inputs.keys():
@@ -257,30 +273,62 @@ class RunContext:
 
         ``status`` goes through :func:`combine_status` (first terminal status wins); ``error`` is
         appended to an existing different error rather than replacing it; other ``fields`` are set.
+
+        The read-modify-write runs under the run's metadata lock and starts from what is on disk, so
+        the first terminal status wins across processes too: when another process (recovery,
+        ``gc``, a second session) already ended the run, its status, reason, exit code and times
+        stay; this call only adds its error text and fills fields still empty.
+        """
+        self._require_metadata()
+        with self._locked():
+            md = self._adopt_final_from_disk()
+            lost = md.status.is_terminal and status is not None and status.is_terminal and status != md.status
+            if lost or (md.status.is_terminal and status is not None and self._adopted):
+                fields = {k: v for k, v in fields.items()
+                          if k not in _ENDING_FIELDS and getattr(md, k, None) in (None, {}, [])}
+            updates: dict[str, Any] = dict(fields)
+            if status is not None:
+                new_status = combine_status(md.status, status)
+                if new_status != md.status:
+                    updates["status"] = new_status
+                    if new_status == RunStatus.RUNNING and md.started_at is None and "started_at" not in fields:
+                        updates["started_at"] = utcnow()
+                    if new_status.is_terminal:
+                        completed: datetime = fields.get("completed_at") or utcnow()
+                        updates["completed_at"] = completed
+                        start = updates.get("started_at") or md.started_at or md.created_at
+                        updates.setdefault("duration_seconds", round((completed - start).total_seconds(), 6))
+            if error:
+                if md.error is None:
+                    updates["error"] = clip_error(error)
+                elif error not in md.error:
+                    updates["error"] = clip_error(f"{md.error}\n{error}")
+            self._metadata = md.model_copy(update=updates)
+            # model_copy skips validation; re-validate so a bad field fails here, not in a reader.
+            self._metadata = RunMetadata.model_validate(self._metadata.model_dump())
+            self._persist()
+        return self.metadata
+
+    def _adopt_final_from_disk(self) -> RunMetadata:
+        """The metadata to update: ours, unless another process has ended the run meanwhile.
+
+        Called under the lock. Only a terminal status on disk that we do not know about is adopted;
+        an unreadable file (the run tampered with it, a crash mid-write of an old version) is
+        ignored, and our own copy is written over it.
         """
         md = self._require_metadata()
-        updates: dict[str, Any] = dict(fields)
-        if status is not None:
-            new_status = combine_status(md.status, status)
-            if new_status != md.status:
-                updates["status"] = new_status
-                if new_status == RunStatus.RUNNING and md.started_at is None and "started_at" not in fields:
-                    updates["started_at"] = utcnow()
-                if new_status.is_terminal:
-                    completed: datetime = fields.get("completed_at") or utcnow()
-                    updates["completed_at"] = completed
-                    start = updates.get("started_at") or md.started_at or md.created_at
-                    updates.setdefault("duration_seconds", round((completed - start).total_seconds(), 6))
-        if error:
-            if md.error is None:
-                updates["error"] = clip_error(error)
-            elif error not in md.error:
-                updates["error"] = clip_error(f"{md.error}\n{error}")
-        self._metadata = md.model_copy(update=updates)
-        # model_copy skips validation; re-validate so a bad field fails here, not in a reader.
-        self._metadata = RunMetadata.model_validate(self._metadata.model_dump())
-        self._persist()
-        return self.metadata
+        if md.status.is_terminal:
+            return md
+        try:
+            disk = read_metadata(self.layout.run_dir)
+        except (RunError, UnsafePathError, OSError):
+            return md
+        if disk.run_id != md.run_id or not disk.status.is_terminal:
+            return md
+        log.info("another process already ended this run; its status stays", run_id=md.run_id,
+                 status=disk.status.value, reason=disk.reason)
+        self._adopted = True
+        return disk
 
     def _require_metadata(self) -> RunMetadata:
         if self._metadata is None:
@@ -297,14 +345,30 @@ class RunContext:
         try:
             write_metadata(self.layout.run_dir, self._metadata)
         except (UnsafePathError, FileNotFoundError):
-            aside = _safe_fs.ensure_plain_dir(self.layout.run_dir, TRACE_DIR)
-            note = (
-                f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {aside} and made a new one"
-                if aside else f"{TRACE_DIR}/ was removed by the run; the host made a new one"
-            )
-            log.warning("run dir tampering", run_id=self._metadata.run_id, detail=note)
-            self._metadata = self._metadata.model_copy(update={"tampering": [*self._metadata.tampering, note]})
+            self._restore_trace_dir()
             write_metadata(self.layout.run_dir, self._metadata)
+
+    def _restore_trace_dir(self) -> None:
+        """Move a planted ``.trace`` aside (or make a removed one again) and note it under ``tampering``."""
+        assert self._metadata is not None
+        aside = _safe_fs.ensure_plain_dir(self.layout.run_dir, TRACE_DIR)
+        note = (
+            f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {aside} and made a new one"
+            if aside else f"{TRACE_DIR}/ was removed by the run; the host made a new one"
+        )
+        log.warning("run dir tampering", run_id=self._metadata.run_id, detail=note)
+        self._metadata = self._metadata.model_copy(update={"tampering": [*self._metadata.tampering, note]})
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The run's metadata lock, after making ``.trace`` a plain directory again if the run replaced it."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(status_lock(self.layout.run_dir))
+            except (UnsafePathError, FileNotFoundError):
+                self._restore_trace_dir()
+                stack.enter_context(status_lock(self.layout.run_dir))
+            yield
 
     @classmethod
     def open_existing(cls, run_dir: Path | str) -> RunContext:

@@ -3,11 +3,22 @@
 The model is the contract other tools read (DESIGN.md lists the fields). It is written atomically
 through :mod:`._safe_fs` so a link planted by the container cannot redirect the write, and read
 back with a size bound so a planted huge file cannot exhaust memory.
+
+Several processes may write one run's metadata: its supervisor, a later supervisor recovering it,
+``gc``, a second session. :func:`status_lock` serialises their read-modify-write cycles with an
+``flock`` on a host-owned file in ``.trace/`` (mode 0600: a run under another uid cannot even open
+it), so the first terminal status written by any of them is the one that stays.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import os
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +33,10 @@ from dad_sandbox.run._status import RunStatus
 
 MAX_METADATA_BYTES = 4 << 20
 MAX_ERROR_CHARS = 64_000
+#: The lock file serialising metadata writers across processes (host-only, in ``.trace/``).
+LOCK_FILE = ".status.lock"
+#: A writer holds the lock for one read and one write; waiting longer than this means something is wrong.
+LOCK_TIMEOUT = 10.0
 
 
 def utcnow() -> datetime:
@@ -79,6 +94,9 @@ class RunMetadata(BaseModel):
     policy_hash: str | None = None
     policy: dict[str, Any] | None = None
     supervisor: dict[str, Any] | None = None
+    #: the host process that set the run up (host, pid, start ticks): recovery finalizes the run
+    #: when it died before a container existed
+    owner: dict[str, Any] | None = None
     resources: dict[str, Any] = Field(default_factory=dict)
     output: OutputInfo | None = None
     rerun: RerunInfo | None = None
@@ -105,6 +123,37 @@ def write_metadata(run_dir: Path, metadata: RunMetadata) -> None:
     """
     with _safe_fs.opened_dir(run_dir, TRACE_DIR) as fd:
         _safe_fs.write_atomic(fd, METADATA_FILE, metadata.to_json_bytes(), durable=metadata.status.is_terminal)
+
+
+@contextlib.contextmanager
+def status_lock(run_dir: Path, *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the run's metadata lock: an exclusive ``flock`` on ``.trace/.status.lock``.
+
+    Why a bounded wait instead of a blocking ``flock``: a process that hangs while holding the lock
+    (or a run that somehow got hold of it) must not hang every supervisor of the run forever.
+
+    Raises:
+        RunError: the lock was held by someone else for more than ``timeout`` seconds.
+        UnsafePathError: the lock file is a link, FIFO or other non-regular file.
+    """
+    with _safe_fs.opened_dir(run_dir, TRACE_DIR) as dir_fd:
+        fd = _safe_fs.open_append(dir_fd, LOCK_FILE, mode=0o600)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= end:
+                    raise RunError(
+                        f"could not lock {run_dir / TRACE_DIR / LOCK_FILE} within {timeout:g}s: {exc}; "
+                        "another process holds it - if none should, remove the file"
+                    ) from exc
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def read_metadata(run_dir: Path) -> RunMetadata:

@@ -10,6 +10,7 @@ anything runs. One run context holds one run: a second ``run`` on the same conte
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import structlog
 
 from dad_sandbox.errors import (
     ComponentReferenceError,
+    DadSandboxError,
     ExecutionStateError,
     RerunTargetError,
     RunError,
@@ -84,15 +86,26 @@ class IsolatedExecution:
             )
         if not self.run_context.is_set_up:
             raise ExecutionStateError("call run_context.setup_run() before entering IsolatedExecution")
-        policy = load_policy(self._policy_arg)
-        if self._timeout is not None:
-            policy = policy.with_overrides(timeout=self._timeout)
-        self.policy = policy
-        if self._engine is None:
-            from dad_sandbox.sandbox.engine._docker import default_engine
+        try:
+            policy = load_policy(self._policy_arg)
+            if self._timeout is not None:
+                policy = policy.with_overrides(timeout=self._timeout)
+            self.policy = policy
+            if self._engine is None:
+                from dad_sandbox.sandbox.engine._docker import default_engine
 
-            self._engine = default_engine()
-        await self._engine.info()  # fail early and clearly when no engine answers (asked once per engine)
+                self._engine = default_engine()
+            await self._engine.info()  # fail early and clearly when no engine answers (asked once per engine)
+        except DadSandboxError as exc:
+            # a pre-flight failure ends the run at once: it never stays `initialized`
+            if self.run_context.metadata.status == RunStatus.INITIALIZED:
+                self.run_context.record(status=RunStatus.FAILED, reason="preflight", error=str(exc))
+            raise
+        except asyncio.CancelledError:
+            if self.run_context.metadata.status == RunStatus.INITIALIZED:
+                self.run_context.record(status=RunStatus.CANCELLED, reason="cancelled",
+                                        error="cancelled before its container was created")
+            raise
         self._state = ExecutionState.OPENED
         return self
 

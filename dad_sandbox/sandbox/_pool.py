@@ -45,6 +45,12 @@ WAITER = (
     "line = sys.stdin.buffer.readline()\n"
     "if not line: sys.exit(0)\n"
     "req = json.loads(line)\n"
+    "fd = os.environ.pop('DAD_DEADLINE_FD', None)\n"
+    "if fd is not None:\n"  # tell dad-init the run's deadline, then close the pipe before the run starts
+    "    try:\n"
+    "        if req.get('deadline'): os.write(int(fd), ('%.3f\\n' % float(req['deadline'])).encode())\n"
+    "    finally:\n"
+    "        os.close(int(fd))\n"
     "os.environ.update(req.get('env') or {})\n"
     "try:\n"
     "    os.execvpe(req['argv'][0], req['argv'], os.environ)\n"

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
-import signal
 import socket
+import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dad_sandbox._client import default_socket_path
+from dad_sandbox._signals import CANCEL_SIGNALS
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.sandbox._policy import load_policy
@@ -31,6 +34,8 @@ from dad_sandbox.sandbox._service import Supervisor
 
 log = get_logger(__name__)
 MAX_REQUEST_BYTES = 1 << 20
+#: How long `serve` waits for its warm pool to fill before it listens (it serves cold runs after).
+POOL_READY_WAIT = 60.0
 
 
 def _private_dir(path: Path) -> None:
@@ -43,6 +48,53 @@ def _private_dir(path: Path) -> None:
     if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.getuid():
         raise DadSandboxError(f"{path} is not a directory owned by you; refusing to put the supervisor socket there")
     os.chmod(path, 0o700)
+
+
+class ServerRunning(DadSandboxError):
+    """A live ``dad-sandbox serve`` already listens on the socket."""
+
+
+@contextlib.contextmanager
+def _server_lock(path: Path) -> Iterator[None]:
+    """Hold ``<socket>.lock`` for the server's life, so two servers starting at once cannot both
+    decide the socket is stale (``asyncio`` would silently replace the other's socket)."""
+    fd = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ServerRunning(
+                f"a dad-sandbox supervisor already serves on {path} (it holds {path}.lock); stop it first "
+                "(it ends on SIGTERM) or pass --socket PATH for a second one"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+def _claim_socket(path: Path) -> None:
+    """Refuse a socket a live server answers on; remove a stale one (its server died)."""
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise DadSandboxError(f"{path} exists and is not a socket; remove it or pass --socket PATH")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing a stale supervisor socket", socket=str(path))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    except OSError as exc:
+        raise DadSandboxError(f"cannot tell whether a supervisor serves on {path}: {exc}") from exc
+    finally:
+        probe.close()
+    raise ServerRunning(
+        f"a dad-sandbox supervisor already serves on {path}; stop it first (it ends on SIGTERM) "
+        "or pass --socket PATH for a second one"
+    )
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -63,23 +115,52 @@ class SupervisorServer:
         self.socket_path = socket_path
 
     async def serve_forever(self) -> None:
+        """Serve until SIGTERM, SIGINT or SIGHUP; then cancel every run still going and return.
+
+        Raises:
+            ServerRunning: another live server already listens on the socket.
+        """
         _private_dir(self.socket_path.parent)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        async with self.supervisor:
-            server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path), limit=MAX_REQUEST_BYTES)
-            os.chmod(self.socket_path, 0o600)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            log.info("supervisor serving", socket=str(self.socket_path), project=str(self.supervisor.project_root))
-            print(f"dad-sandbox supervisor serving {self.supervisor.project_root} on {self.socket_path}", flush=True)
-            try:
-                async with server:
-                    await stop.wait()
-            finally:
-                with contextlib.suppress(FileNotFoundError):
+        with _server_lock(self.socket_path):
+            _claim_socket(self.socket_path)
+            await self._serve()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in CANCEL_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with self.supervisor:
+                # Listen once the warm pool is full (or POOL_READY_WAIT passed): an `exec` that finds
+                # the socket then gets a warm container, and a stop signal meanwhile is honoured.
+                ready = asyncio.ensure_future(self.supervisor.pool_ready(POOL_READY_WAIT))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                stopping.cancel()
+                if not stop.is_set():
+                    await self._listen(stop)
+        finally:
+            for sig in CANCEL_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path), limit=MAX_REQUEST_BYTES)
+        os.chmod(self.socket_path, 0o600)
+        identity = self.socket_path.stat().st_ino  # unlink only our own socket on the way out
+        log.info("supervisor serving", socket=str(self.socket_path), project=str(self.supervisor.project_root))
+        print(f"dad-sandbox supervisor serving {self.supervisor.project_root} on {self.socket_path}", flush=True)
+        try:
+            async with server:
+                await stop.wait()
+                server.close()  # no new runs from here on
+                cancelled = self.supervisor.cancel_all()
+                if cancelled:
+                    log.warning("stopping: cancelled the runs still going", count=cancelled)
+        finally:
+            with contextlib.suppress(OSError):
+                if self.socket_path.stat().st_ino == identity:
                     self.socket_path.unlink()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -128,4 +209,4 @@ class SupervisorServer:
                 await writer.wait_closed()
 
 
-__all__ = ["SupervisorServer", "default_socket_path"]
+__all__ = ["ServerRunning", "SupervisorServer", "default_socket_path"]

@@ -69,6 +69,24 @@ class RunHandle:
         self.run_id = ctx.run_id
         self.run_dir = ctx.run_dir
         self._task = task
+        task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[RunResult]) -> None:
+        """Give a run that ended without reaching its supervisor's finalizer its terminal status.
+
+        A task cancelled before its first step never ran ``Supervisor._run``; a pre-flight failure
+        (bad policy, no engine) raised before any container. Neither may stay ``initialized``.
+        """
+        if self.context.metadata.status.is_terminal:
+            return
+        try:
+            if task.cancelled():
+                self.context.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+            elif task.exception() is not None:
+                self.context.record(status=RunStatus.FAILED, reason="preflight",
+                                    error=f"the run could not start: {task.exception()}")
+        except (DadSandboxError, OSError) as exc:
+            log.error("could not record how the run ended", run_id=self.run_id, error=str(exc))
 
     @property
     def status(self) -> RunStatus:
@@ -78,8 +96,18 @@ class RunHandle:
         return self._task.done()
 
     async def wait(self) -> RunResult:
-        """The run's result (never raises for a failed run; see ``RunResult.raise_for_status``)."""
-        return await asyncio.shield(self._task)
+        """The run's result, also for a failed or cancelled run (see ``RunResult.raise_for_status``).
+
+        Raises ``CancelledError`` only when the waiting task itself is cancelled (the run goes on),
+        and the pre-flight error when the run could not start at all (its status is then ``failed``).
+        """
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._task.cancelled() or (current is not None and current.cancelling()):
+                raise  # the waiter is being cancelled, not (only) the run
+            return RunResult.from_metadata(self.context.metadata, self.run_dir)
 
     def cancel(self) -> None:
         """Stop the run: its container is killed and removed, its status becomes ``cancelled``."""
@@ -166,6 +194,13 @@ class Supervisor:
         self._pools.clear()
         self._open = False
 
+    def cancel_all(self) -> int:
+        """Cancel every run not finished yet (``async with`` then waits for their clean-up); return how many."""
+        pending = [h for h in self._handles if not h.done()]
+        for handle in pending:
+            handle.cancel()
+        return len(pending)
+
     # ------------------------------------------------------------------ submitting
 
     def submit(
@@ -237,20 +272,29 @@ class Supervisor:
 
     # ------------------------------------------------------------------ recovery
 
-    async def _orphans(self) -> list[tuple[ContainerState, bool | None]]:
+    def _mine(self, state: ContainerState) -> bool:
+        """Whether a container's run dir lies under this Supervisor's run root."""
+        run_dir = state.labels.get(_labels.RUN_DIR, "")
+        return run_dir.startswith(str(self.run_root).rstrip("/") + "/")
+
+    async def _orphans(self, everywhere: bool) -> list[tuple[ContainerState, bool | None]]:
         states = await self.engine.list_by_label(_labels.RUN_ID)
-        return [(s, _labels.owner_alive(s.labels)) for s in states]
+        return [(s, _labels.owner_alive(s.labels)) for s in states if everywhere or self._mine(s)]
 
-    async def recover(self, *, wait: bool = True) -> list[Orphan]:
-        """Finalize or re-attach every container whose supervisor is gone.
+    async def recover(self, *, wait: bool = True, everywhere: bool = False) -> list[Orphan]:
+        """Finalize or re-attach every run under this run root whose supervisor is gone.
 
-        With ``wait=False`` re-attached runs go on in the background (``async with`` waits for them
-        on exit); with ``wait=True`` this returns when every recovered run is final.
+        Containers are found by label; run dirs that never got a container (their supervisor died
+        before, or a pre-flight step failed) are found by scanning the run root and end
+        ``abandoned``. With ``wait=False`` re-attached runs go on in the background (``async with``
+        waits for them on exit); with ``wait=True`` this returns when every recovered run is final.
+        ``everywhere``: also containers of other run roots on this engine (``dad-sandbox gc`` does).
         """
         found: list[Orphan] = []
         tasks: list[asyncio.Task[Orphan]] = []
         started: list[ContainerState] = []
-        for state, alive in await self._orphans():
+        orphans = await self._orphans(everywhere)
+        for state, alive in orphans:
             if alive is not False:
                 found.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
                 continue
@@ -258,6 +302,7 @@ class Supervisor:
             tasks.append(asyncio.create_task(self._recover_one(state, kill=False)))
         if tasks:
             log.info("recovering orphaned runs", count=len(tasks))
+        found.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=False))
         if wait:
             found.extend(await asyncio.gather(*tasks))
         else:
@@ -267,21 +312,38 @@ class Supervisor:
             )
         return found
 
-    async def gc(self, *, dry_run: bool = False) -> list[Orphan]:
-        """Clean up every container whose supervisor is gone, without waiting for deadlines.
+    async def gc(self, *, dry_run: bool = False, everywhere: bool = False) -> list[Orphan]:
+        """Clean up every run under this run root whose supervisor is gone, without waiting for deadlines.
 
         Running orphans are killed and their runs end ``abandoned``; exited ones are finalized
-        from their real state. ``dry_run`` only lists what would be done.
+        from their real state; run dirs that never got a container end ``abandoned``. ``dry_run``
+        only lists what would be done; ``everywhere`` also takes containers of other run roots.
         """
         out: list[Orphan] = []
-        for state, alive in await self._orphans():
+        orphans = await self._orphans(everywhere)
+        for state, alive in orphans:
             if alive is not False:
                 out.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
             elif dry_run:
                 out.append(self._describe(state, OrphanAction.WOULD_CLEAN))
             else:
                 out.append(await self._recover_one(state, kill=True))
+        out.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=dry_run))
         return out
+
+    async def _abandon_containerless(self, containers: list[ContainerState], *, dry_run: bool) -> list[Orphan]:
+        """Scan the run root for runs that are not final, have no container and no living owner."""
+        from dad_sandbox.sandbox._orphan_dirs import abandon_containerless
+
+        known_runs = {s.labels.get(_labels.RUN_ID, "") for s in containers}
+        known_ids = {s.id for s in containers}  # a warm-pool run is tied to its container by metadata only
+        found = await asyncio.to_thread(abandon_containerless, self.run_root, known_runs, known_ids, dry_run=dry_run)
+        return [
+            Orphan(container_id="", run_id=f.run_id, run_dir=str(f.run_dir), state=f.state, owner=f.owner,
+                   action=OrphanAction.WOULD_CLEAN if dry_run else OrphanAction.ABANDONED,
+                   status=None if dry_run else RunStatus.ABANDONED.value, detail=f.detail)
+            for f in found
+        ]
 
     @staticmethod
     def _describe(state: ContainerState, action: OrphanAction, *, status: str | None = None,
@@ -301,7 +363,7 @@ class Supervisor:
         """Decide and do what an orphan needs; never raises for one bad container."""
         try:
             return await self._recover_or_abandon(state, kill=kill)
-        except DadSandboxError as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad run never stops recovery of the others
             log.error("could not recover a container", container=state.id[:12], error=str(exc))
             return self._describe(state, OrphanAction.SKIPPED, detail=f"recovery failed: {exc}")
 

@@ -20,6 +20,20 @@ CONTAINER_RUN_ROOT = "/dad/runs"
 REQUEST_ENV = "DAD_RUN_REQUEST"
 #: tmpfs options of a mask: an empty folder nobody in the container can write.
 MASK = "ro,size=4k,mode=0555"
+#: PID 1 of a run container when the policy asks for an init (images/init/dad-init.c): it kills
+#: the run at ``DAD_DEADLINE`` even when no supervisor is left on the host.
+INIT_PATH = "/usr/local/bin/dad-init"
+DEADLINE_ENV = "DAD_DEADLINE"
+#: Set in warm-pool containers: the fd on which the waiter writes its run's deadline to dad-init, once.
+DEADLINE_FD_ENV = "DAD_DEADLINE_FD"
+#: The in-container deadline trails the supervisor's, so a living supervisor kills first and
+#: classifies the run; dad-init is the backstop when none is left.
+INIT_DEADLINE_GRACE = 2.0
+#: dad-init's exit code when it killed the run at its deadline (as timeout(1))
+INIT_DEADLINE_EXIT = 124
+#: What dad-init keeps as root PID 1 (dropped for the run's processes): change to the run's user,
+#: empty their bounding set, signal them.
+INIT_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
 
 
 def container_run_dir(run_id: str) -> str:
@@ -123,6 +137,23 @@ def container_spec(
         **policy.env,
         **(env or {}),
     }
+    container_user, cap_add = user.docker_user, tuple(policy.cap_add)
+    if policy.init:
+        full_env[DEADLINE_ENV] = f"{deadline + INIT_DEADLINE_GRACE:.3f}"
+        if stdin_open:  # a warm-pool waiter: it hands dad-init its run's deadline when the run arrives
+            full_env[DEADLINE_FD_ENV] = "3"
+            command = ["--deadline-fd", "--", *command]
+        else:
+            command = ["--", *command]
+        if user.uid != 0:
+            # dad-init runs as root with just what it needs to become the run's user and to signal
+            # it; the run's processes get uid:gid and no capability at all, so they cannot signal,
+            # stop or trace their init (gVisor does not shield PID 1 from its namespace).
+            container_user = "0:0"
+            cap_add = tuple(dict.fromkeys([*cap_add, *INIT_CAPS]))
+            command = [INIT_PATH, "--user", user.docker_user, *command]
+        else:
+            command = [INIT_PATH, *command]
     all_labels = {
         _labels.DEADLINE: f"{deadline:.3f}",
         _labels.RUN_DIR: str(run_dir),
@@ -135,7 +166,7 @@ def container_spec(
         command=tuple(command),
         labels=all_labels,
         env=full_env,
-        user=user.docker_user,
+        user=container_user,
         working_dir=container_run_dir(dir_name),
         mounts=tuple(mounts),
         tmpfs=tmpfs,
@@ -145,10 +176,10 @@ def container_spec(
         network=policy.network,
         read_only_root=policy.read_only_root,
         cap_drop=tuple(policy.cap_drop),
-        cap_add=tuple(policy.cap_add),
+        cap_add=cap_add,
         no_new_privileges=policy.no_new_privileges,
         seccomp_profile=policy.seccomp_profile.text,
-        init=policy.init,
+        init=False,  # dad-init is PID 1 instead of the engine's init (see INIT_PATH)
         runtime=policy.runtime,
         ulimits={"fsize": policy.max_file_size} if policy.max_file_size else {},
         stdin_open=stdin_open,

@@ -38,7 +38,13 @@ from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._pool import Slot, pointer_file
 from dad_sandbox.sandbox._report import report_reason, reported_component_id
-from dad_sandbox.sandbox._spec import REQUEST_ENV, build_spec, container_env_params
+from dad_sandbox.sandbox._spec import (
+    INIT_DEADLINE_EXIT,
+    INIT_DEADLINE_GRACE,
+    REQUEST_ENV,
+    build_spec,
+    container_env_params,
+)
 from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
@@ -71,6 +77,7 @@ class _Watch:
     channel: str | None = None  # prefix of runner records on stderr; None for a plain command
     deadline_hit: bool = False
     cancelled: bool = False
+    started: bool = False  # the engine started the container (a never-started one has no output to drain)
     limit_hit: str | None = None
     engine_lost: bool = False
     failure: BaseException | None = None
@@ -91,6 +98,22 @@ class _Files:
     usage: DirUsage = field(default_factory=lambda: DirUsage(0, 0, False, "not measured"))
     collected: Collected = field(default_factory=Collected)
     tampering: list[str] = field(default_factory=list)
+
+
+async def _to_the_end(task: asyncio.Future[Any]) -> bool:
+    """Wait for ``task`` to finish even if we are cancelled meanwhile; return whether we were.
+
+    Why: an engine call already sent (create, start, a stdin write) happens whatever we do; its
+    outcome decides what cleaning up means (a container id to remove, a container that runs). The
+    caller re-raises the cancellation once it has acted on the outcome.
+    """
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 class RunSupervisor:
@@ -117,6 +140,9 @@ class RunSupervisor:
         except EngineError as exc:
             ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
             raise
+        except asyncio.CancelledError:
+            ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+            raise
         user = _ownership.resolve_user(policy.user)
         _ownership.prepare(ctx.run_dir, user)
         deadline = time.time() + policy.timeout
@@ -124,13 +150,21 @@ class RunSupervisor:
         request = {**launch.request, "channel": channel} if launch.request is not None else None
         spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=request)
         self._record_start(launch, engine_info, deadline)
-        try:
-            cid = await self.engine.create(spec)
-        except BaseException as exc:
-            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
+        # The create call runs to its end even when we are cancelled meanwhile: the engine may be
+        # making the container right now, and only its id lets us remove it.
+        create = asyncio.ensure_future(self.engine.create(spec))
+        cancelled = await _to_the_end(create)
+        if create.cancelled() or create.exception() is not None:
+            exc = create.exception() if not create.cancelled() else None
+            if cancelled or exc is None:
+                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+            else:
+                ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
             _ownership.reclaim(ctx.run_dir, user)
-            raise
-        watch = _Watch(cid, launch.component, user, deadline, channel)
+            if cancelled or exc is None:
+                raise asyncio.CancelledError
+            raise exc
+        watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled)
         return await self._supervise(watch, spec=spec)
 
     def _record_start(self, launch: Launch, engine_info: dict[str, Any], deadline: float, **extra: Any) -> None:
@@ -168,6 +202,14 @@ class RunSupervisor:
         deadline = time.time() + self.policy.timeout
         pointer = pointer_file(ctx.run_root, slot.slot_id)
         pointer.write_text(str(ctx.run_dir))  # .pool is host-only: no container mounts it
+        try:
+            return await self._dispatch(slot, launch, deadline, t0)
+        finally:
+            with contextlib.suppress(OSError):
+                pointer.unlink()
+
+    async def _dispatch(self, slot: Slot, launch: Launch, deadline: float, t0: float) -> RunResult:
+        ctx = self.ctx
         self._record_start(launch, await self.engine.info(), deadline, container_id=slot.container_id,
                            warm_pool_slot=slot.slot_id)
         env = {"DAD_RUN_ID": ctx.run_id}
@@ -175,23 +217,22 @@ class RunSupervisor:
         if launch.request is not None:
             env[REQUEST_ENV] = json.dumps({**launch.request, "channel": channel,
                                            "env_params": container_env_params(ctx, slot.slot_id)})
-        watch = _Watch(slot.container_id, launch.component, slot.user, deadline, channel)
-        try:
-            await self.engine.write_stdin(slot.stdin, (json.dumps({"argv": launch.command, "env": env}) + "\n").encode())
-        except BaseException as exc:
-            watch.failure = exc
+        watch = _Watch(slot.container_id, launch.component, slot.user, deadline, channel, started=True)
+        write = asyncio.ensure_future(
+            self.engine.write_stdin(slot.stdin, (json.dumps({
+                "argv": launch.command, "env": env, "deadline": deadline + INIT_DEADLINE_GRACE,  # for dad-init
+            }) + "\n").encode())
+        )
+        watch.cancelled = await _to_the_end(write)  # finalized (container killed) below, then re-raised
+        if not write.cancelled() and write.exception() is not None:
+            watch.failure = write.exception()
         dispatched = time.perf_counter() - t0
         try:
             self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC), dispatch_seconds=round(dispatched, 6))
         except (UnsafePathError, OSError) as exc:
             log.warning("could not write metadata while the run goes", run_id=ctx.run_id, error=str(exc))
-        try:
-            if watch.failure is not None:  # the waiter never got its run: finalize as an engine failure
-                return await self._supervise(watch, spec=None, already_running=False, slot=slot)
-            return await self._supervise(watch, spec=None, already_running=True, slot=slot)
-        finally:
-            with contextlib.suppress(OSError):
-                pointer.unlink()
+        # without a dispatched run the waiter never got its run: finalize as an engine failure
+        return await self._supervise(watch, spec=None, already_running=watch.failure is None, slot=slot)
 
     async def resume(self, state: ContainerState) -> RunResult:
         """Re-attach to a container whose supervisor died: enforce its stored deadline, then finalize.
@@ -206,7 +247,7 @@ class RunSupervisor:
         except (KeyError, ValueError):
             deadline = 0.0
         user = _ownership.resolve_user(self.policy.user)
-        watch = _Watch(state.id, self.ctx.metadata.component, user, deadline)
+        watch = _Watch(state.id, self.ctx.metadata.component, user, deadline, started=state.started_at is not None)
         if not state.running and state.finished_at is not None and state.finished_at.timestamp() > deadline:
             watch.deadline_hit = True  # nobody was there to kill it; it ran past its deadline all the same
         recovered_by = _labels.supervisor_identity()[_labels.SUPERVISOR]
@@ -234,10 +275,16 @@ class RunSupervisor:
             sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
                               observer=self.observer, channel=watch.channel)
         try:
+            if watch.cancelled:  # cancelled before the container could start: finalize, then re-raise
+                raise asyncio.CancelledError
             await self._watch(watch, sink, metrics_fd, start=spec is not None,
                               running=already_running or spec is not None, attach=slot is None)
         except asyncio.CancelledError:
             watch.cancelled = True
+            if not watch.started and watch.pump is not None:
+                # A created, never-started container writes nothing, and its output stream ends
+                # only when it is removed: do not let the finalizer wait for it.
+                watch.pump.cancel()
             raise
         except EngineUnavailable as exc:
             watch.engine_lost = True
@@ -265,7 +312,12 @@ class RunSupervisor:
         if running and attach:
             await self._attach(watch, sink)
         if start:
-            await self.engine.start(cid)
+            starting = asyncio.ensure_future(self.engine.start(cid))
+            cancelled = await _to_the_end(starting)  # a start in flight completes: we then know its state
+            watch.started = not starting.cancelled() and starting.exception() is None
+            if cancelled:
+                raise asyncio.CancelledError
+            starting.result()
             try:
                 self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC), container_id=cid)
             except (UnsafePathError, OSError) as exc:
@@ -278,6 +330,8 @@ class RunSupervisor:
                 watch.deadline_hit = True
                 log.warning("deadline passed: killing the container", run_id=self.ctx.run_id, timeout=self.policy.timeout)
                 await self.engine.kill(cid)
+            elif code == INIT_DEADLINE_EXIT and time.time() >= watch.deadline:
+                watch.deadline_hit = True  # dad-init enforced it first (this process was suspended or starved)
 
     async def _attach(self, watch: _Watch, sink: OutputSink) -> None:
         """Connect the output stream and wait until it is attached, so no early output is lost."""

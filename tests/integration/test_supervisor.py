@@ -67,7 +67,9 @@ def test_killed_supervisor_twenty_times_nothing_leaks(project: Path, docker_api)
 
     recover_start, found = asyncio.run(recover())
     mine = [o for o in found if o.run_id in orphaned]
-    assert len(mine) == 20 and all(o.action == OrphanAction.REATTACHED for o in mine)
+    # Re-attached while still running, or already ended by dad-init at deadline + 2 s when the 20
+    # spawns took longer than that (a loaded machine): either way timed_out and nothing left.
+    assert len(mine) == 20 and all(o.action in (OrphanAction.REATTACHED, OrphanAction.FINALIZED) for o in mine)
     for run_dir in run_dirs:
         md = read_metadata(run_dir)
         assert (md.status, md.reason) == ("timed_out", "deadline"), md.error
@@ -125,8 +127,7 @@ def test_live_supervisors_runs_are_not_touched(project: Path, docker_api) -> Non
             found = [o for o in await sup.recover() if o.run_id == handle.run_id]
             gcd = [o for o in await sup.gc() if o.run_id == handle.run_id]
             handle.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await handle.wait()
+            assert (await handle.wait()).status == RunStatus.CANCELLED
             return found, gcd, handle
 
     found, gcd, handle = asyncio.run(go())
@@ -157,9 +158,8 @@ def test_cancel_queued_and_running(project: Path) -> None:
             await asyncio.to_thread(wait_for_status, running.run_dir, RunStatus.RUNNING)
             queued.cancel()
             running.cancel()
-            for h in (running, queued):
-                with pytest.raises(asyncio.CancelledError):
-                    await h.wait()
+            for h in (running, queued):  # wait() returns the cancelled result; it never raises for the run
+                assert (await h.wait()).status == RunStatus.CANCELLED
             return running, queued
 
     running, queued = asyncio.run(go())

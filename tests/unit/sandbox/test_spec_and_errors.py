@@ -31,8 +31,12 @@ def test_spec_mounts_labels_and_limits(tmp_path: Path) -> None:
     assert spec.labels["dad.run_id"] == ctx.run_id
     assert spec.labels["dad.deadline"] == "1234.500"
     assert spec.labels["dad.supervisor"].endswith(f":{__import__('os').getpid()}")
-    assert spec.user == "65534:65534" and spec.network == "none" and spec.read_only_root
-    assert spec.cap_drop == ("ALL",) and spec.no_new_privileges and spec.init
+    assert spec.network == "none" and spec.read_only_root
+    # dad-init is PID 1 as root with four capabilities; it runs the command as the run's user with none
+    assert spec.command == ("/usr/local/bin/dad-init", "--user", "65534:65534", "--", "true")
+    assert spec.user == "0:0" and set(spec.cap_add) == {"SETUID", "SETGID", "SETPCAP", "KILL"}
+    assert spec.env["DAD_DEADLINE"] == "1236.500"  # the container's own deadline trails the supervisor's by 2 s
+    assert spec.cap_drop == ("ALL",) and spec.no_new_privileges and not spec.init
     assert spec.memory == policy.memory and spec.pids_limit == policy.pids_limit
     assert spec.tmpfs["/tmp"].startswith("size=")
 
