@@ -155,15 +155,15 @@ class RunSupervisor:
         create = asyncio.ensure_future(self.engine.create(spec))
         cancelled = await _to_the_end(create)
         if create.cancelled() or create.exception() is not None:
-            exc = create.exception() if not create.cancelled() else None
-            if cancelled or exc is None:
+            error = create.exception() if not create.cancelled() else None
+            if cancelled or error is None:
                 ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
             else:
-                ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {exc}")
+                ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {error}")
             _ownership.reclaim(ctx.run_dir, user)
-            if cancelled or exc is None:
+            if cancelled or error is None:
                 raise asyncio.CancelledError
-            raise exc
+            raise error
         watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled)
         return await self._supervise(watch, spec=spec)
 
