@@ -47,8 +47,9 @@ def _serve(server: ThreadingHTTPServer) -> threading.Thread:
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[dict[str, object]]:
     """A plain HTTP and a TLS server on 127.0.0.1, the TLS one with a self-signed cert for tls.allowed.test."""
-    certs = tmp_path / "project"
+    certs = tmp_path / "egress_project"
     certs.mkdir()
+    certs.chmod(0o755)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=tls.allowed.test",
          "-addext", "subjectAltName=DNS:tls.allowed.test", "-keyout", str(tmp_path / "key.pem"),
@@ -201,3 +202,77 @@ def test_allowlist_works_under_gvisor(servers: dict) -> None:
     assert probe["tls"][0] == 200
     assert probe["denied"][0] == 403 and probe["raw_ip"][0] == 403
     assert probe["direct_lo"] != "connected" and probe["direct_net"] != "connected"
+
+
+NET_COMPONENT = '''
+import urllib.request, urllib.error
+from dad_sandbox import AgentDefinition, FlowDefinition
+def fetch(ctx):
+    out = {}
+    for name in ("plain.allowed.test", "denied.test"):
+        try:
+            out[name] = urllib.request.urlopen("http://" + name + "/", timeout=15).read().decode()
+        except urllib.error.HTTPError as e:
+            out[name] = e.code
+    return out
+net_agent = AgentDefinition("net", flows=[FlowDefinition("main").node("fetch", fetch)])
+'''
+
+
+def test_component_runs_reach_allowed_hosts(project: Path, servers: dict) -> None:
+    """A component run (the entrypoint behind the forwarder) reaches an allowed host, and is refused a denied one."""
+    import asyncio
+
+    from dad_sandbox import AgentRunner, IsolatedExecution, RunContext, load_policy
+
+    (project / "sbx_components" / "net.py").write_text(NET_COMPONENT)
+    from sbx_components.net import net_agent
+
+    ctx = RunContext(net_agent.id, project)
+    ctx.setup_run()
+    policy = load_policy("untrusted").with_overrides(**_policy())
+
+    async def go():
+        async with IsolatedExecution(ctx, policy) as execution:
+            return await execution.run(AgentRunner(net_agent, ctx))
+
+    with resolver_override(servers["mapping"]):
+        result = asyncio.run(go())
+    assert result.status == RunStatus.COMPLETED, result.error
+    assert result.nodes[0]["output"] == {"plain.allowed.test": "hello from plain.allowed.test", "denied.test": 403}
+    assert ctx.metadata.model_dump()["egress"]["attempts"] == 2
+
+
+def test_forwarder_and_proxy_work_inside_gvisor(servers: dict, tmp_path: Path) -> None:
+    """Under gVisor's own network stack (``runsc do``, host-uds=open) the forwarder reaches the proxy's socket."""
+    import asyncio
+    import os
+    import shutil
+    import sys
+
+    from dad_sandbox.sandbox._egress_proxy import EgressProxy, forwarder_command, proxy_env
+
+    if shutil.which("runsc") is None or os.geteuid() != 0:
+        pytest.skip("needs runsc and root for 'runsc do'")
+    code = ("import urllib.request as u, urllib.error as e\n"
+            "for n in ('plain.allowed.test', 'denied.test'):\n"
+            "  try: print(u.urlopen('http://' + n + '/', timeout=10).read().decode())\n"
+            "  except e.HTTPError as x: print(x.code)\n")
+
+    async def go() -> tuple[str, dict]:
+        with resolver_override(servers["mapping"]):
+            proxy = EgressProxy(["*.allowed.test"], [], max_connections=None, max_bytes=None)
+        await proxy.start()
+        assert proxy.host_dir is not None
+        argv = forwarder_command(str(proxy.host_dir / proxy.socket_name), [sys.executable, "-c", code])
+        argv[0] = sys.executable
+        proc = await asyncio.create_subprocess_exec(
+            "runsc", "--network=none", "--platform=ptrace", "--host-uds=open", f"--root={tmp_path / 'runsc'}", "do",
+            "env", *[f"{k}={v}" for k, v in proxy_env().items()], *argv,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        return out.decode() + err.decode()[-400:], await proxy.close()
+
+    output, summary = asyncio.run(go())
+    assert output.splitlines()[:2] == ["hello from plain.allowed.test", "403"], output
+    assert summary["allowed"] == 1 and summary["refused"] == 1
