@@ -50,6 +50,9 @@ MAX_HEAD_BYTES = 16 << 10
 HEAD_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
 CHUNK = 64 << 10
+#: Client connections open at once; past it new ones are closed at once, so a run cannot spend the
+#: supervisor's file descriptors (shared with every other run) by holding sockets open.
+MAX_OPEN = 64
 #: Records kept per run (the rest are only counted), so a connect loop cannot bloat the trace.
 MAX_RECORDS = 5_000
 
@@ -176,10 +179,14 @@ class EgressProxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.attempts += 1
-        self._writers.add(writer)
         attempt = Attempt(host="", port=0, method="", allowed=False, reason="not_http")
         if len(self.records) < MAX_RECORDS:
             self.records.append(attempt)
+        if len(self._tasks) > MAX_OPEN:
+            attempt.reason, attempt.end = "too_many_open", time.time()
+            writer.close()
+            return
+        self._writers.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
             head = await self._read_head(reader)

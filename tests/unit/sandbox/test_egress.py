@@ -154,3 +154,26 @@ def test_close_removes_the_socket_folder() -> None:
         return proxy.host_dir
 
     assert not asyncio.run(go()).exists()
+
+
+def test_open_connections_are_capped() -> None:
+    """Past MAX_OPEN idle connections, new ones are closed at once and recorded, so a run cannot hoard host sockets."""
+    from dad_sandbox.sandbox import _egress_proxy
+
+    async def go() -> tuple[bytes, list[str]]:
+        proxy = EgressProxy(["ok.test"], [], max_connections=None, max_bytes=None)
+        await proxy.start()
+        assert proxy.host_dir is not None
+        path = str(proxy.host_dir / proxy.socket_name)
+        idle = [await asyncio.open_unix_connection(path) for _ in range(_egress_proxy.MAX_OPEN)]
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_unix_connection(path)
+        extra = await asyncio.wait_for(reader.read(), timeout=5)  # closed without an answer
+        for _, w in idle:
+            w.close()
+        writer.close()
+        await proxy.close()
+        return extra, [r.reason for r in proxy.records]
+
+    extra, reasons = asyncio.run(go())
+    assert extra == b"" and "too_many_open" in reasons
