@@ -53,6 +53,10 @@ CHUNK = 64 << 10
 #: Client connections open at once; past it new ones are closed at once, so a run cannot spend the
 #: supervisor's file descriptors (shared with every other run) by holding sockets open.
 MAX_OPEN = 64
+#: Attempts per run (refused ones included); past it the proxy stops listening, so a run looping on
+#: refused requests cannot keep the supervisor's event loop busy. Also: attempts logged one by one.
+MAX_ATTEMPTS = 10_000
+LOGGED_ATTEMPTS = 50
 #: Records kept per run (the rest are only counted), so a connect loop cannot bloat the trace.
 MAX_RECORDS = 5_000
 
@@ -118,6 +122,7 @@ class EgressProxy:
         self.attempts = 0
         self.connections = 0  # attempts the policy let through (the connection limit counts these)
         self.total_bytes = 0
+        self.bytes_up = self.bytes_down = 0  # totals (records past MAX_RECORDS are not kept)
         self.bytes_limit_hit = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -163,9 +168,9 @@ class EgressProxy:
             "allowed": self.connections,
             "refused": self.attempts - self.connections,
             "records_dropped": max(0, self.attempts - len(self.records)),
-            "bytes_up": sum(r.bytes_up for r in self.records),
-            "bytes_down": sum(r.bytes_down for r in self.records),
-            "limit_hit": "bytes" if self.bytes_limit_hit else
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "limit_hit": "bytes" if self.bytes_limit_hit else "attempts" if self.attempts >= MAX_ATTEMPTS else
                          "connections" if any(r.reason == "limit_connections" for r in self.records) else None,
             "hosts": sorted({f"{r.host}:{r.port}" for r in allowed})[:100],
         }
@@ -179,6 +184,9 @@ class EgressProxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.attempts += 1
+        if self.attempts >= MAX_ATTEMPTS and self._server is not None and self._server.is_serving():
+            log.warning("egress attempt limit reached: the proxy stops listening", run_id=self.run_id, limit=MAX_ATTEMPTS)
+            self._server.close()
         attempt = Attempt(host="", port=0, method="", allowed=False, reason="not_http")
         if len(self.records) < MAX_RECORDS:
             self.records.append(attempt)
@@ -200,6 +208,7 @@ class EgressProxy:
             else:
                 upstream.write(first)
                 attempt.bytes_up += len(first)
+                self.bytes_up += len(first)
                 self._count(len(first))
             await asyncio.gather(self._pipe(reader, upstream, attempt, up=True),
                                  self._pipe(up_reader, writer, attempt, up=False))
@@ -210,16 +219,17 @@ class EgressProxy:
                 writer.write(f"HTTP/1.1 {refusal.status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
                              "Connection: close\r\n\r\n".encode() + body)
                 await asyncio.wait_for(writer.drain(), timeout=5)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            pass  # the run hung up or sent junk: the record says how far it got
+        except Exception:  # noqa: BLE001 - the run hung up or sent junk: the record says how far it got
+            pass
         finally:
             attempt.end = time.time()
             for w in (writer, upstream):
                 if w is not None:
                     self._writers.discard(w)
                     w.close()
-            log.info("egress", run_id=self.run_id, host=attempt.host, port=attempt.port, allowed=attempt.allowed,
-                     reason=attempt.reason, bytes_up=attempt.bytes_up, bytes_down=attempt.bytes_down)
+            if self.attempts <= LOGGED_ATTEMPTS:
+                log.info("egress", run_id=self.run_id, host=attempt.host, port=attempt.port, allowed=attempt.allowed,
+                         reason=attempt.reason, bytes_up=attempt.bytes_up, bytes_down=attempt.bytes_down)
 
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> bytes:
@@ -322,8 +332,10 @@ class EgressProxy:
                     break
                 if up:
                     attempt.bytes_up += len(data)
+                    self.bytes_up += len(data)
                 else:
                     attempt.bytes_down += len(data)
+                    self.bytes_down += len(data)
                 self._count(len(data))
                 if self.bytes_limit_hit:
                     attempt.reason = "limit_bytes"

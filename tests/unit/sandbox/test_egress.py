@@ -177,3 +177,25 @@ def test_open_connections_are_capped() -> None:
 
     extra, reasons = asyncio.run(go())
     assert extra == b"" and "too_many_open" in reasons
+
+
+def test_proxy_stops_listening_after_the_attempt_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_ATTEMPTS the proxy closes its socket, so a refusal loop cannot keep the supervisor busy."""
+    from dad_sandbox.sandbox import _egress_proxy
+
+    monkeypatch.setattr(_egress_proxy, "MAX_ATTEMPTS", 3)
+
+    async def go() -> tuple[dict, bool]:
+        proxy = EgressProxy(["ok.test"], [], max_connections=None, max_bytes=None)
+        await proxy.start()
+        for _ in range(3):
+            await _ask(proxy, b"GET http://no.test/ HTTP/1.1\r\n\r\n")
+        try:
+            await _ask(proxy, b"GET http://no.test/ HTTP/1.1\r\n\r\n")
+            refused = False
+        except OSError:
+            refused = True
+        return await proxy.close(), refused
+
+    summary, refused = asyncio.run(go())
+    assert refused and summary["attempts"] == 3 and summary["limit_hit"] == "attempts"
