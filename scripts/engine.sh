@@ -34,7 +34,7 @@ if docker info >/dev/null 2>&1; then
     die "the running Docker engine has no '$runtime' runtime and was not started by this script, so it
        is left alone. Install gVisor (Debian: apt-get install runsc) and add to /etc/docker/daemon.json:
        {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\",
-        \"runtimeArgs\": [\"--network=none\", \"--platform=ptrace\"]}}}
+        \"runtimeArgs\": [\"--network=none\", \"--platform=ptrace\", \"--host-uds=open\"]}}}
        then restart Docker."
   fi
   log "restarting our dockerd to register the '$runtime' runtime"
@@ -67,9 +67,11 @@ if [ "$runtime" = runsc ] && ! command -v runsc >/dev/null 2>&1; then
 fi
 # Our daemon's own config file (never /etc/docker/daemon.json). gVisor works here only with
 # --network=none and the ptrace platform (measured), so those are its runtime arguments.
+# --host-uds=open lets a run connect to a unix socket bind-mounted into it (never create one):
+# the egress proxy of network = "allowlist" is reached that way; runc allows the same by default.
 mkdir -p "$(dirname "$config")"
 if command -v runsc >/dev/null 2>&1; then
-  printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none", "--platform=ptrace"]}}}\n' \
+  printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none", "--platform=ptrace", "--host-uds=open"]}}}\n' \
     "$(command -v runsc)" > "$config"
 else
   echo '{}' > "$config"

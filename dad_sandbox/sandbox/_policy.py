@@ -14,11 +14,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import PolicyError
 from dad_sandbox.sandbox import _seccomp
+from dad_sandbox.sandbox._egress_rules import parse_rule
 from dad_sandbox.sandbox._units import parse_duration, parse_size
 
 def _unlimited(parse: Any) -> Any:
@@ -66,7 +67,15 @@ class Policy(BaseModel):
     memory: LimitBytes = Field(512 << 20, gt=0, description="memory limit (swap disabled), or 'unlimited'")
     pids_limit: LimitCount = Field(128, gt=0, description="processes/threads in the container, or 'unlimited'")
     timeout: Seconds = Field(300.0, gt=0, description="wall-clock deadline of a run")
-    network: Literal["none", "bridge", "host"] = "none"
+    network: Literal["none", "bridge", "host", "allowlist"] = Field(
+        "none", description="'none' (only lo), 'allowlist' (only lo, plus a host-side proxy to egress_allow), or a Docker network"
+    )
+    egress_allow: list[str] = Field(
+        default_factory=list, description="with network='allowlist': hosts the run may reach, 'host[:port]', '*.domain'"
+    )
+    egress_deny: list[str] = Field(default_factory=list, description="hosts refused even when egress_allow matches")
+    egress_max_connections: LimitCount = Field(256, gt=0, description="proxy connections a run may open, or 'unlimited'")
+    egress_max_bytes: LimitBytes = Field(1 << 30, gt=0, description="bytes a run may move through the proxy, both ways")
     user: str = Field("auto", description="'auto' (host uid, or 65534 when the host is root), 'root', or 'UID[:GID]'")
     read_only_root: bool = True
     tmpfs: dict[str, Bytes] = Field(default_factory=lambda: {"/tmp": 64 << 20}, description="mount point -> size")
@@ -130,6 +139,21 @@ class Policy(BaseModel):
             if not _ENV_NAME_RE.match(name):
                 raise ValueError(f"environment variable name {name!r} is not valid")
         return value
+
+    @field_validator("egress_allow", "egress_deny")
+    @classmethod
+    def _check_egress_rules(cls, value: list[str]) -> list[str]:
+        return [str(parse_rule(rule)) for rule in value]  # raises ValueError with the rule and the fix
+
+    @model_validator(mode="after")
+    def _check_egress(self) -> Policy:
+        if self.network == "allowlist" and not self.egress_allow:
+            raise ValueError("network = 'allowlist' needs egress_allow, e.g. egress_allow = ['pypi.org', '*.example.com:443']")
+        if self.network != "allowlist" and (self.egress_allow or self.egress_deny):
+            raise ValueError(
+                f"egress_allow/egress_deny apply only with network = 'allowlist' (this policy has network = {self.network!r})"
+            )
+        return self
 
     @property
     def image_ref(self) -> str:

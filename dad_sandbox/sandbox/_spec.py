@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,8 @@ from dad_sandbox.errors import RunSetupError
 from dad_sandbox.run import RunContext
 from dad_sandbox.run._layout import RUNNER_DIR, STATIC_INPUTS_DIR, TRACE_DIR
 from dad_sandbox.sandbox import _labels
+from dad_sandbox.sandbox._egress_proxy import CONTAINER_DIR as EGRESS_DIR
+from dad_sandbox.sandbox._egress_proxy import EgressProxy, forwarder_command, proxy_env
 from dad_sandbox.sandbox._ownership import RunUser
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox.engine import ContainerSpec, Mount
@@ -77,16 +80,27 @@ def build_spec(
     *,
     deadline: float,
     request: dict[str, object] | None = None,
+    egress: EgressProxy | None = None,
 ) -> ContainerSpec:
-    """The container for one run: run dir read-write, project (and previous run) read-only."""
+    """The container for one run: run dir read-write, project (and previous run) read-only.
+
+    With an egress proxy (policy ``network = "allowlist"``), its socket folder is mounted read-only,
+    the proxy variables are set and the command starts behind the in-container forwarder.
+    """
     env = {"DAD_RUN_ID": ctx.run_id}
     if request is not None:
         env[REQUEST_ENV] = json.dumps({**request, "env_params": container_env_params(ctx, ctx.run_id)})
-    return container_spec(
+    extra_mounts: tuple[Mount, ...] = ()
+    if egress is not None and egress.host_dir is not None:
+        env.update(proxy_env())
+        command = forwarder_command(egress.container_socket, command)
+        extra_mounts = (Mount(str(egress.host_dir), EGRESS_DIR, read_only=True),)
+    spec = container_spec(
         policy, user, command,
         project_root=ctx.project_root, run_root=ctx.run_root, run_dir=ctx.run_dir, dir_name=ctx.run_id,
         previous_run_dir=ctx.previous_run_dir, deadline=deadline, env=env, labels={_labels.RUN_ID: ctx.run_id},
     )
+    return dataclasses.replace(spec, mounts=spec.mounts + extra_mounts) if extra_mounts else spec
 
 
 def container_spec(
@@ -173,7 +187,8 @@ def container_spec(
         cpus=policy.cpus,
         memory=policy.memory,
         pids_limit=policy.pids_limit,
-        network=policy.network,
+        # "allowlist" gives the container no network either: its way out is the egress proxy's socket
+        network="none" if policy.network == "allowlist" else policy.network,
         read_only_root=policy.read_only_root,
         cap_drop=tuple(policy.cap_drop),
         cap_add=cap_add,

@@ -31,6 +31,7 @@ from dad_sandbox.run._collect import Collected, collect_runner_files
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
 from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _labels, _ownership
+from dad_sandbox.sandbox import _egress_proxy
 from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._open_files import deleted_open_bytes
 from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
@@ -88,6 +89,7 @@ class _Watch:
     limit_detail: str | None = None
     pid: int | None = None  # host pid of the container's first process, for open-but-deleted files
     pump: asyncio.Task[Any] | None = None  # the output stream; drained, never cancelled first
+    egress: _egress_proxy.EgressProxy | None = None  # policy network = "allowlist": closed in finalization
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # monitor, import warm-up: cancelled at the end
 
 
@@ -148,7 +150,15 @@ class RunSupervisor:
         deadline = time.time() + policy.timeout
         channel = secrets.token_hex(8) if launch.request is not None else None
         request = {**launch.request, "channel": channel} if launch.request is not None else None
-        spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=request)
+        egress = await _egress_proxy.start_for(policy, ctx.run_id) if policy.network == "allowlist" else None
+        try:
+            spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=request, egress=egress)
+        except BaseException as exc:
+            if egress is not None:
+                await egress.close()
+            if isinstance(exc, DadSandboxError):  # refused before any container: final at once
+                ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
+            raise
         self._record_start(launch, engine_info, deadline)
         # The create call runs to its end even when we are cancelled meanwhile: the engine may be
         # making the container right now, and only its id lets us remove it.
@@ -161,10 +171,12 @@ class RunSupervisor:
             else:
                 ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {error}")
             _ownership.reclaim(ctx.run_dir, user)
+            if egress is not None:
+                await egress.close()
             if cancelled or error is None:
                 raise asyncio.CancelledError
             raise error
-        watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled)
+        watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled, egress=egress)
         return await self._supervise(watch, spec=spec)
 
     def _record_start(self, launch: Launch, engine_info: dict[str, Any], deadline: float, **extra: Any) -> None:
@@ -430,6 +442,7 @@ class RunSupervisor:
         os.close(metrics_fd)
         # Everything that reads what the run wrote happens in a worker thread with its own budget.
         files = await asyncio.to_thread(self._settle_files, watch, problems)
+        egress = await self._close_egress(watch, problems)
         report = files.collected.report if watch.component else None
 
         status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled,
@@ -467,6 +480,7 @@ class RunSupervisor:
                 resources=resources,
                 collection={name: rep.to_json() for name, rep in collection.items()},
                 tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
+                **({"egress": egress} if egress is not None else {}),
                 **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
             )
         except Exception as exc:  # noqa: BLE001 - whatever broke the full record, the status must land
@@ -519,6 +533,17 @@ class RunSupervisor:
             log.error("could not collect the runner's files", run_id=ctx.run_id, error=str(exc))
             problems.append(f"could not collect the runner's files: {exc}")
         return files
+
+    async def _close_egress(self, watch: _Watch, problems: list[str]) -> dict[str, Any] | None:
+        """Stop the run's egress proxy (the container is stopped) and write its attempts into the trace."""
+        if watch.egress is None:
+            return None
+        summary = await watch.egress.close()
+        try:
+            await asyncio.to_thread(_egress_proxy.write_trace, self.ctx.run_dir, watch.egress)
+        except Exception as exc:  # noqa: BLE001 - the status must land even if the trace cannot be written
+            problems.append(f"could not write the egress records: {exc}")
+        return summary
 
     def _commit_outcomes(self) -> None:
         try:
