@@ -43,6 +43,7 @@ from dad_sandbox.runner._trace import Span
 from dad_sandbox.sandbox import _ownership
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._result import RunResult
+from dad_sandbox.sandbox._spec import container_run_dir
 from dad_sandbox.sandbox._supervisor import Launch, RunSupervisor
 from dad_sandbox.sandbox._units import parse_duration, parse_size
 from dad_sandbox.sandbox.engine import Engine, ExecSpec
@@ -217,6 +218,11 @@ class Session:
     @property
     def run_dir(self) -> Path:
         return self._ctx.run_dir
+
+    @property
+    def workdir(self) -> str:
+        """The run dir as the container sees it: the working dir of execs and of relative file paths."""
+        return container_run_dir(self.run_id)
 
     @property
     def _ctx(self) -> RunContext:
