@@ -12,7 +12,7 @@ it simulates::
 
 Steps are separated by ``";"``: ``["print", "hi", ";", "exit", "1"]``. Processes exec'd into a
 running container (sessions) run the same steps, plus ``["cat"]`` (stdin to stdout); a leading
-``timeout -k K Ns`` is honoured (exit 124), and ``sh -c "kill -TERM 1"`` ends the container with 0.
+``timeout -k K Ns`` is honoured (exit 124), and ``/bin/sh -c "kill -TERM 1"`` ends the container with 0.
 A container created with
 ``stdin_open`` waits for a JSON line ``{"argv": [...]}`` on stdin and then runs that script, as the
 warm pool's waiter does. What Docker itself does (isolation, OOM, signals) is tested against the
@@ -112,7 +112,7 @@ class FakeEngine(Engine):
         self._exit(c, code)
 
     async def _run(self, c: FakeContainer) -> None:
-        from dad_sandbox.sandbox._session import WAITER
+        from dad_sandbox.sandbox._session import WAITER  # noqa: PLC0415 - the session module imports this one's peers
 
         argv = list(c.spec.command)
         if tuple(argv) == WAITER:  # a session's container: it waits until it is stopped or killed
@@ -211,18 +211,22 @@ class FakeEngine(Engine):
         handle.stdin.set_result(data)
 
     async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
+        from dad_sandbox.sandbox._session import _INPUT_SCRIPT, SHELL, STOP, TIMEOUT_BIN  # noqa: PLC0415
+
         self._check("exec")
         c = self._get(container_id)
         if c.status != "running":
             raise ContainerGone(f"container {container_id} is not running")
         self.execs.append(spec)
         argv = list(spec.argv)
-        if argv == ["sh", "-c", "kill -TERM 1"]:
+        if tuple(argv) == STOP:
             self._exit(c, 0)
             return ExecExit(exit_code=0)
         seconds: float | None = None
-        if argv[:1] == ["timeout"]:
+        if argv[:1] == [TIMEOUT_BIN]:
             seconds, argv = float(argv[3].rstrip("s")), argv[4:]
+        if argv[:3] == [SHELL, "-c", _INPUT_SCRIPT]:  # input through `head -c N`: the fake passes it directly
+            argv = argv[4:]
         try:
             code = await asyncio.wait_for(self._exec_script(argv, spec.stdin, on_output), seconds)
         except TimeoutError:

@@ -23,6 +23,7 @@ import contextlib
 import enum
 import json
 import os
+import posixpath
 import secrets
 import shlex
 import threading
@@ -52,9 +53,12 @@ log = get_logger(__name__)
 
 #: The session container's own process: it sleeps until SIGTERM (sent by ``close``), then exits 0,
 #: so a session that ends normally is ``completed``. The last word names it in ``ps``.
-WAITER = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 86400 & wait $!; done", "dad-session-waiter")
+WAITER = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 86400 & wait $!; done", "dad-session-waiter")
 #: Sent by ``close``: PID 1 is the policy's init (it forwards TERM to the waiter) or the waiter itself.
-STOP = ("sh", "-c", "kill -TERM 1")
+STOP = ("/bin/sh", "-c", "kill -TERM 1")
+#: Wrappers the session puts ahead of a command run by absolute path, never through the image's PATH.
+TIMEOUT_BIN = "/usr/bin/timeout"
+SHELL = "/bin/sh"
 #: Seconds after the in-container ``timeout -k 1`` should have killed everything before the host gives up reading.
 HOST_BACKSTOP_SECONDS = 5.0
 #: How long ``close`` waits for the waiter to exit before it kills the container (status ``cancelled``).
@@ -67,6 +71,7 @@ ARGV_ATTRIBUTE_LIMIT = 2048
 
 # exit codes of the file helpers (errno values, so they read as what they mean)
 _ENOENT, _EACCES, _EISDIR, _EFBIG = 2, 13, 21, 27
+_INPUT_SCRIPT = '/usr/bin/head -c "$0" | "$@"'
 _READ_SCRIPT = (
     'p=$1; lim=$2; [ -d "$p" ] && exit 21; [ -e "$p" ] || exit 2; [ -r "$p" ] || exit 13; '
     's=$(stat -L -c %s -- "$p") || exit 13; [ "$s" -gt "$lim" ] && { echo "$s" >&2; exit 27; }; exec cat -- "$p"'
@@ -364,8 +369,13 @@ class Session:
             raise ValueError("timeout must be a positive number of seconds")
         seconds = min(timeout, remaining) if timeout is not None else remaining
         seconds = max(seconds, 0.001)
-        wrapped = ("timeout", "-k", "1", f"{seconds:.3f}s", *argv)
-        return ExecSpec(argv=wrapped, env=dict(env or {}), workdir=cwd, user=None, stdin=data), seconds
+        if data is not None:
+            # The command reads exactly len(data) bytes and then EOF from `head`, not from the engine:
+            # closing an exec's stdin does not reach the process under gVisor (runsc).
+            argv = (SHELL, "-c", _INPUT_SCRIPT, str(len(data)), *argv)
+        wrapped = (TIMEOUT_BIN, "-k", "1", f"{seconds:.3f}s", *argv)
+        workdir = posixpath.join(self.workdir, cwd) if cwd else None  # relative: to the session's run dir
+        return ExecSpec(argv=wrapped, env=dict(env or {}), workdir=workdir, user=None, stdin=data), seconds
 
     async def _run(
         self, argv: Sequence[str], capture: _Capture, on_output: Callable[[str, bytes], None], **kwargs: Any
@@ -498,31 +508,33 @@ class Session:
             raise SessionLimitError(f"refused to write {len(data)} bytes to {path!r}: over the session's limit of "
                                     f"{self.limits.write_file} bytes (SessionLimits.write_file)",
                                     limit=self.limits.write_file, size=len(data))
-        result = await self.exec(["sh", "-c", _WRITE_SCRIPT, "dad-write", path], input=data)
+        result = await self.exec([SHELL, "-c", _WRITE_SCRIPT, "dad-write", path], input=data)
         self._file_error(result, path, "write")
 
-    async def read_file(self, path: str, text: bool = True) -> str | bytes:
-        """Read ``path`` from the container (relative: to its working dir).
+    async def read_file(self, path: str, text: bool = True, *, max_size: int | None = None) -> str | bytes:
+        """Read ``path`` from the container (relative: to its working dir), at most ``max_size`` bytes.
+
+        ``max_size`` defaults to ``limits.read_file``.
 
         Raises:
             SessionLimitError: the file is over ``limits.read_file`` (nothing is read).
             FileNotFoundError, IsADirectoryError, PermissionError: as the names say.
             UnicodeDecodeError: ``text=True`` and the file is not UTF-8.
         """
-        limit = self.limits.read_file
+        limit = self.limits.read_file if max_size is None else max_size
         capture = _Capture(limit + 1)
-        code, timed_out, _ = await self._run(["sh", "-c", _READ_SCRIPT, "dad-read", path, str(limit)], capture, capture.add,
+        code, timed_out, _ = await self._run([SHELL, "-c", _READ_SCRIPT, "dad-read", path, str(limit)], capture, capture.add,
                                              input=None, env=None, cwd=None, user=None, timeout=None)
         result = ExecResult(argv=(), exit_code=code, stdout_bytes=capture.text("stdout"),
                             stderr_bytes=capture.text("stderr"), timed_out=timed_out)
-        self._file_error(result, path, "read")
+        self._file_error(result, path, "read", limit)
         data = result.stdout_bytes
         if len(data) > limit:  # it grew between the size check and the read
             raise SessionLimitError(f"refused to read {path!r}: over the session's limit of {limit} bytes "
                                     "(SessionLimits.read_file)", limit=limit)
         return data.decode("utf-8") if text else data
 
-    def _file_error(self, result: ExecResult, path: str, what: str) -> None:
+    def _file_error(self, result: ExecResult, path: str, what: str, limit: int = 0) -> None:
         code = result.exit_code
         if code == 0 and not result.timed_out:
             return
@@ -534,9 +546,8 @@ class Session:
             raise IsADirectoryError(21, "is a directory", path)
         if code == _EFBIG:
             size = int(result.stderr.strip() or 0) if result.stderr.strip().isdigit() else None
-            raise SessionLimitError(f"refused to read {path!r} ({size} bytes): over the session's limit of "
-                                    f"{self.limits.read_file} bytes (SessionLimits.read_file)",
-                                    limit=self.limits.read_file, size=size)
+            raise SessionLimitError(f"refused to read {path!r} ({size} bytes): over the limit of {limit} bytes "
+                                    "(SessionLimits.read_file, or max_size)", limit=limit, size=size)
         raise SessionError(f"could not {what} {path!r} in the session (exit code {code}"
                            f"{', timed out' if result.timed_out else ''}): {result.stderr.strip()[:500]}")
 

@@ -71,7 +71,7 @@ def test_exec_timeout_wraps_the_command(tmp_path: Path) -> None:
 
     result = asyncio.run(go())
     assert result.timed_out and result.exit_code == 124
-    assert engine.execs[0].argv[:3] == ("timeout", "-k", "1")
+    assert engine.execs[0].argv[:3] == ("/usr/bin/timeout", "-k", "1")
 
 
 def test_other_user_and_big_input_are_refused(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_other_user_and_big_input_are_refused(tmp_path: Path) -> None:
             assert err.value.limit == 3 and err.value.size == 4
 
     asyncio.run(go())
-    assert [e.argv for e in engine.execs] == [("sh", "-c", "kill -TERM 1")]  # only close's stop
+    assert [e.argv for e in engine.execs] == [("/bin/sh", "-c", "kill -TERM 1")]  # only close's stop
 
 
 def test_error_in_body_cancels_the_session(tmp_path: Path) -> None:
