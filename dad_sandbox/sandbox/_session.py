@@ -70,11 +70,13 @@ TIMEOUT_CODES = (124, 137)
 ARGV_ATTRIBUTE_LIMIT = 2048
 
 # exit codes of the file helpers (errno values, so they read as what they mean)
-_ENOENT, _EACCES, _EISDIR, _EFBIG = 2, 13, 21, 27
+_ENOENT, _EACCES, _EISDIR = 2, 13, 21
 _INPUT_SCRIPT = '/usr/bin/head -c "$0" | "$@"'
+#: At most limit + 1 bytes are read: one more than the limit tells "too big" without a stat, which
+#: is not portable (statx fails with EINVAL on gVisor's gofer mounts here).
 _READ_SCRIPT = (
     'p=$1; lim=$2; [ -d "$p" ] && exit 21; [ -e "$p" ] || exit 2; [ -r "$p" ] || exit 13; '
-    's=$(stat -L -c %s -- "$p") || exit 13; [ "$s" -gt "$lim" ] && { echo "$s" >&2; exit 27; }; exec cat -- "$p"'
+    'exec /usr/bin/head -c "$((lim + 1))" -- "$p"'
 )
 _WRITE_SCRIPT = (
     'p=$1; [ -d "$p" ] && exit 21; d=$(dirname -- "$p"); mkdir -p -- "$d" 2>/dev/null || exit 13; '
@@ -310,11 +312,7 @@ class Session:
         task = self._task
         try:
             if task is not None and not task.done() and not cancel and self.container_id:
-                with contextlib.suppress(EngineError):
-                    await asyncio.wait_for(
-                        self.engine.exec_stream(self.container_id, ExecSpec(argv=STOP), lambda *_: None), 10.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
+                await self._stop_waiter(task, self.container_id)
             if task is not None and not task.done():
                 task.cancel()
             if task is not None:
@@ -334,6 +332,24 @@ class Session:
             self._ctx.record(session={"execs": self._execs, "trace_id": self._trace_id})
         log.info("session closed", run_id=self._ctx.run_id, status=self.result.status.value if self.result else None)
         return self.result
+
+    async def _stop_waiter(self, task: asyncio.Task[RunResult], cid: str) -> None:
+        """Ask the waiter to exit 0 and wait for the supervisor to finish, at most ``STOP_TIMEOUT``.
+
+        The stop exec's own stream is not awaited on its own: when PID 1 exits, the engine may end
+        the exec's stream late (gVisor) or not at all; the container's exit is what counts.
+        """
+        stopper = asyncio.create_task(self.engine.exec_stream(cid, ExecSpec(argv=STOP), lambda *_: None))
+        end = time.monotonic() + STOP_TIMEOUT
+        try:
+            done, _ = await asyncio.wait({task, stopper}, timeout=STOP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done and stopper in done and stopper.exception() is None:
+                await asyncio.wait({task}, timeout=max(end - time.monotonic(), 0))
+        finally:
+            if not stopper.done():
+                stopper.cancel()
+            with contextlib.suppress(BaseException):
+                await stopper
 
     def _require_open(self) -> str:
         if self._state is not SessionState.OPEN or self.container_id is None:
@@ -517,7 +533,7 @@ class Session:
         ``max_size`` defaults to ``limits.read_file``.
 
         Raises:
-            SessionLimitError: the file is over ``limits.read_file`` (nothing is read).
+            SessionLimitError: the file is over the limit (at most one byte more than it is read).
             FileNotFoundError, IsADirectoryError, PermissionError: as the names say.
             UnicodeDecodeError: ``text=True`` and the file is not UTF-8.
         """
@@ -527,14 +543,14 @@ class Session:
                                              input=None, env=None, cwd=None, user=None, timeout=None)
         result = ExecResult(argv=(), exit_code=code, stdout_bytes=capture.text("stdout"),
                             stderr_bytes=capture.text("stderr"), timed_out=timed_out)
-        self._file_error(result, path, "read", limit)
+        self._file_error(result, path, "read")
         data = result.stdout_bytes
-        if len(data) > limit:  # it grew between the size check and the read
-            raise SessionLimitError(f"refused to read {path!r}: over the session's limit of {limit} bytes "
-                                    "(SessionLimits.read_file)", limit=limit)
+        if len(data) > limit:
+            raise SessionLimitError(f"refused to read {path!r}: it holds more than the limit of {limit} bytes "
+                                    "(SessionLimits.read_file, or max_size)", limit=limit)
         return data.decode("utf-8") if text else data
 
-    def _file_error(self, result: ExecResult, path: str, what: str, limit: int = 0) -> None:
+    def _file_error(self, result: ExecResult, path: str, what: str) -> None:
         code = result.exit_code
         if code == 0 and not result.timed_out:
             return
@@ -544,10 +560,6 @@ class Session:
             raise PermissionError(13, f"the session's user may not {what} it", path)
         if code == _EISDIR:
             raise IsADirectoryError(21, "is a directory", path)
-        if code == _EFBIG:
-            size = int(result.stderr.strip() or 0) if result.stderr.strip().isdigit() else None
-            raise SessionLimitError(f"refused to read {path!r} ({size} bytes): over the limit of {limit} bytes "
-                                    "(SessionLimits.read_file, or max_size)", limit=limit, size=size)
         raise SessionError(f"could not {what} {path!r} in the session (exit code {code}"
                            f"{', timed out' if result.timed_out else ''}): {result.stderr.strip()[:500]}")
 
