@@ -46,7 +46,7 @@ from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import container_run_dir
 from dad_sandbox.sandbox._supervisor import Launch, RunSupervisor
-from dad_sandbox.sandbox._units import parse_duration, parse_size
+from dad_sandbox.sandbox._units import parse_duration
 from dad_sandbox.sandbox.engine import Engine, ExecSpec
 
 log = get_logger(__name__)
@@ -415,8 +415,12 @@ class Session:
                 timed_out, code = True, 124
                 log.warning("exec outlived its timeout and the in-container kill; stopped reading it",
                             run_id=self.run_id, argv=list(argv)[:8])
-            except ContainerGone as exc:
-                raise SessionError(f"the session's container is gone ({exc}); the session has ended") from exc
+            except EngineError as exc:
+                # the deadline or a kill can end the container between the state check and the exec
+                if isinstance(exc, ContainerGone) or "not running" in str(exc):
+                    raise SessionError(f"the session's container has stopped ({exc}); the session has ended; "
+                                       "start a new Session") from exc
+                raise
             elapsed = time.monotonic() - t0
             if code is None:
                 raise SessionError("the engine could not tell how the exec ended (the container stopped?)")
