@@ -20,6 +20,7 @@ _EXPORTS = {
     "AgentDefinition": "dad_sandbox.dsl",
     "AgentRunner": "dad_sandbox.runner",
     "DadSandboxError": "dad_sandbox.errors",
+    "ExecResult": "dad_sandbox.sandbox",
     "FlowDefinition": "dad_sandbox.dsl",
     "FlowRunner": "dad_sandbox.runner",
     "FunctionNode": "dad_sandbox.dsl",
@@ -32,6 +33,8 @@ _EXPORTS = {
     "RunMetadata": "dad_sandbox.run",
     "RunResult": "dad_sandbox.sandbox",
     "RunStatus": "dad_sandbox.run",
+    "Session": "dad_sandbox.sandbox",
+    "SessionLimits": "dad_sandbox.sandbox",
     "Supervisor": "dad_sandbox.sandbox",
     "load_policy": "dad_sandbox.sandbox",
 }
@@ -40,6 +43,7 @@ __all__ = [
     "AgentDefinition",
     "AgentRunner",
     "DadSandboxError",
+    "ExecResult",
     "FlowDefinition",
     "FlowRunner",
     "FunctionNode",
@@ -52,6 +56,8 @@ __all__ = [
     "RunMetadata",
     "RunResult",
     "RunStatus",
+    "Session",
+    "SessionLimits",
     "Supervisor",
     "__version__",
     "load_policy",
@@ -66,4 +72,14 @@ if TYPE_CHECKING:
     from dad_sandbox.errors import DadSandboxError
     from dad_sandbox.run import RunContext, RunEnvParams, RunMetadata, RunStatus
     from dad_sandbox.runner import AgentRunner, FlowRunner
-    from dad_sandbox.sandbox import IsolatedExecution, Policy, RunHandle, RunResult, Supervisor, load_policy
+    from dad_sandbox.sandbox import (
+        ExecResult,
+        IsolatedExecution,
+        Policy,
+        RunHandle,
+        RunResult,
+        Session,
+        SessionLimits,
+        Supervisor,
+        load_policy,
+    )

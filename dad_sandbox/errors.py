@@ -19,6 +19,8 @@ The tree::
     │   ├── ImageNotFound            the policy's image is not on the engine
     │   └── ContainerGone            the container disappeared under us
     ├── ExecutionStateError          an IsolatedExecution used outside its lifecycle
+    ├── SessionError                 a session could not do what was asked (it ended, a refused user)
+    │   └── SessionLimitError        a file or input over a session's size limit (names the limit)
     └── RunOutcomeError              raised only by RunResult.raise_for_status()
         ├── RunFailed
         ├── RunTimedOut(TimeoutError)
@@ -101,6 +103,22 @@ class ContainerGone(EngineError):
 
 class ExecutionStateError(DadSandboxError):
     """An ``IsolatedExecution`` was used outside its ``async with`` block or re-entered."""
+
+
+class SessionError(DadSandboxError):
+    """A session refused or could not do an operation: it has ended, or the policy forbids it.
+
+    A command that ran and failed is not this: it is an ``ExecResult`` with a non-zero exit code.
+    """
+
+
+class SessionLimitError(SessionError):
+    """A file read or written through a session, or an exec's input, is over the session's limit."""
+
+    def __init__(self, message: str, *, limit: int, size: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
 
 
 class RunOutcomeError(DadSandboxError):

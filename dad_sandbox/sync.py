@@ -293,3 +293,98 @@ class SyncSupervisor:
             self._thread.join(timeout=30)
         if self._loop is not None and not self._loop.is_running():
             self._loop.close()
+
+
+class SyncSession:
+    """The :class:`~dad_sandbox.sandbox.Session` for code without an event loop.
+
+    The async session runs on an event loop in a background thread for the ``with`` block; each
+    method blocks until its coroutine there is done::
+
+        with SyncSession(policy="untrusted", timeout="30m") as s:
+            s.write_file("main.py", "print(6 * 7)")
+            print(s.exec(["python3", "main.py"]).stdout)
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._session: Any = None
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise ExecutionStateError("use SyncSession inside `with SyncSession(...) as s:`")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> SyncSession:
+        from dad_sandbox.sandbox._session import Session
+
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="dad-sandbox-session", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+
+        async def open_session() -> Any:
+            session = Session(**self._kwargs)
+            await session.start()
+            return session
+
+        try:
+            self._session = self._call(open_session())
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    @property
+    def run_id(self) -> str:
+        return str(self._session.run_id)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self._session.run_dir)
+
+    @property
+    def result(self) -> RunResult | None:
+        return self._session.result if self._session is not None else None
+
+    def exec(self, argv: list[str], **kwargs: Any) -> Any:
+        """``Session.exec``, blocking; returns an ``ExecResult``."""
+        return self._call(self._session.exec(argv, **kwargs))
+
+    def exec_stream(self, argv: list[str], **kwargs: Any) -> Any:
+        """``Session.exec_stream`` as a blocking iterator of ``ExecEvent``."""
+        stream = self._session.exec_stream(argv, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._call(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._call(stream.aclose())
+
+    def write_file(self, path: str, content: str | bytes) -> None:
+        self._call(self._session.write_file(path, content))
+
+    def read_file(self, path: str, text: bool = True) -> str | bytes:
+        result: str | bytes = self._call(self._session.read_file(path, text=text))
+        return result
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if self._session is not None:
+                self._call(self._session.close(cancel=exc_type is not None))
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._loop is not None and not self._loop.is_running():
+            self._loop.close()
+        self._loop = None

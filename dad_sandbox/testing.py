@@ -10,7 +10,10 @@ it simulates::
     ["oom"]                 OOM-killed (137)          ["oom-child"]        a child OOM-killed, exit 0
     ["signal", "SIGSEGV"]   killed by a signal
 
-Steps are separated by ``";"``: ``["print", "hi", ";", "exit", "1"]``. A container created with
+Steps are separated by ``";"``: ``["print", "hi", ";", "exit", "1"]``. Processes exec'd into a
+running container (sessions) run the same steps, plus ``["cat"]`` (stdin to stdout); a leading
+``timeout -k K Ns`` is honoured (exit 124), and ``/bin/sh -c "kill -TERM 1"`` ends the container with 0.
+A container created with
 ``stdin_open`` waits for a JSON line ``{"argv": [...]}`` on stdin and then runs that script, as the
 warm pool's waiter does. What Docker itself does (isolation, OOM, signals) is tested against the
 real engine in ``tests/integration``; this engine only stands in for it.
@@ -28,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dad_sandbox.errors import ContainerGone, EngineUnavailable, ImageNotFound
-from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine, OutputCallback
+from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine, ExecExit, ExecSpec, OutputCallback
 
 _ids = itertools.count(1)
 
@@ -61,6 +64,7 @@ class FakeEngine(Engine):
         self.available = available
         self.containers: dict[str, FakeContainer] = {}
         self.calls: list[str] = []
+        self.execs: list[ExecSpec] = []
 
     # ---- helpers
     def _check(self, what: str) -> None:
@@ -108,9 +112,14 @@ class FakeEngine(Engine):
         self._exit(c, code)
 
     async def _run(self, c: FakeContainer) -> None:
+        from dad_sandbox.sandbox._session import WAITER  # noqa: PLC0415 - the session module imports this one's peers
+
         argv = list(c.spec.command)
         if argv and argv[0] == "/usr/local/bin/dad-init" and "--" in argv:
             argv = argv[argv.index("--") + 1 :]  # the in-container init runs the script as its child
+        if tuple(argv) == WAITER:  # a session's container: it waits until it is stopped or killed
+            await c.exited.wait()
+            return None
         if c.spec.stdin_open:
             assert c.stdin is not None
             line = await c.stdin
@@ -202,6 +211,46 @@ class FakeEngine(Engine):
     async def write_stdin(self, handle: Any, data: bytes) -> None:
         assert isinstance(handle, FakeContainer) and handle.stdin is not None
         handle.stdin.set_result(data)
+
+    async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
+        from dad_sandbox.sandbox._session import _INPUT_SCRIPT, SHELL, STOP, TIMEOUT_BIN  # noqa: PLC0415
+
+        self._check("exec")
+        c = self._get(container_id)
+        if c.status != "running":
+            raise ContainerGone(f"container {container_id} is not running")
+        self.execs.append(spec)
+        argv = list(spec.argv)
+        if tuple(argv) == STOP:
+            self._exit(c, 0)
+            return ExecExit(exit_code=0)
+        seconds: float | None = None
+        if argv[:1] == [TIMEOUT_BIN]:
+            seconds, argv = float(argv[3].rstrip("s")), argv[4:]
+        if argv[:3] == [SHELL, "-c", _INPUT_SCRIPT]:  # input through `head -c N`: the fake passes it directly
+            argv = argv[4:]
+        try:
+            code = await asyncio.wait_for(self._exec_script(argv, spec.stdin, on_output), seconds)
+        except TimeoutError:
+            code = 124
+        return ExecExit(exit_code=code)
+
+    @staticmethod
+    async def _exec_script(argv: list[str], stdin: bytes | None, on_output: OutputCallback) -> int:
+        for step in [list(g) for k, g in itertools.groupby(argv, lambda a: a == ";") if not k]:
+            op, args = step[0], step[1:]
+            if op in ("print", "eprint"):
+                on_output("stdout" if op == "print" else "stderr", (" ".join(args) + "\n").encode())
+            elif op == "cat":
+                on_output("stdout", stdin or b"")
+            elif op == "sleep":
+                await asyncio.sleep(float(args[0]))
+            elif op == "exit":
+                return int(args[0])
+            else:
+                on_output("stderr", f"fake engine: unknown step {op!r}\n".encode())
+                return 127
+        return 0
 
     async def stats(self, container_id: str) -> dict[str, Any] | None:
         c = self.containers.get(container_id)

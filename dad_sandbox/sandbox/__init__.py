@@ -14,15 +14,21 @@ _EXPORTS = {
     "IsolatedExecution": "dad_sandbox.sandbox._isolated",
     "Orphan": "dad_sandbox.sandbox._service",
     "OrphanAction": "dad_sandbox.sandbox._service",
+    "ExecEvent": "dad_sandbox.sandbox._session",
+    "ExecResult": "dad_sandbox.sandbox._session",
     "Policy": "dad_sandbox.sandbox._policy",
     "RunHandle": "dad_sandbox.sandbox._service",
     "RunResult": "dad_sandbox.sandbox._result",
+    "Session": "dad_sandbox.sandbox._session",
+    "SessionLimits": "dad_sandbox.sandbox._session",
     "Supervisor": "dad_sandbox.sandbox._service",
     "available_policies": "dad_sandbox.sandbox._policy",
     "load_policy": "dad_sandbox.sandbox._policy",
 }
 
 __all__ = [
+    "ExecEvent",
+    "ExecResult",
     "ExecutionState",
     "IsolatedExecution",
     "Orphan",
@@ -30,6 +36,8 @@ __all__ = [
     "Policy",
     "RunHandle",
     "RunResult",
+    "Session",
+    "SessionLimits",
     "Supervisor",
     "available_policies",
     "load_policy",
@@ -43,4 +51,5 @@ if TYPE_CHECKING:
     from dad_sandbox.sandbox._isolated import ExecutionState, IsolatedExecution
     from dad_sandbox.sandbox._policy import Policy, available_policies, load_policy
     from dad_sandbox.sandbox._result import RunResult
+    from dad_sandbox.sandbox._session import ExecEvent, ExecResult, Session, SessionLimits
     from dad_sandbox.sandbox._service import Orphan, OrphanAction, RunHandle, Supervisor

@@ -1,5 +1,13 @@
 """Container engines: the interface and its Docker implementation."""
 
-from dad_sandbox.sandbox.engine._base import ContainerSpec, ContainerState, Engine, Mount, OutputCallback
+from dad_sandbox.sandbox.engine._base import (
+    ContainerSpec,
+    ContainerState,
+    Engine,
+    ExecExit,
+    ExecSpec,
+    Mount,
+    OutputCallback,
+)
 
-__all__ = ["ContainerSpec", "ContainerState", "Engine", "Mount", "OutputCallback"]
+__all__ = ["ContainerSpec", "ContainerState", "Engine", "ExecExit", "ExecSpec", "Mount", "OutputCallback"]

@@ -77,6 +77,26 @@ class ContainerState:
 OutputCallback = Callable[[str, bytes], None]
 
 
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    """One process to start in a running container (``docker exec``), engine-neutral."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None  # None: the container's user
+    #: bytes written to the process's stdin, which is then closed; None: no stdin at all
+    stdin: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecExit:
+    """How an exec'd process ended, as the engine reports it."""
+
+    exit_code: int | None  # None when the engine could not tell (the container went away)
+    pid: int | None = None  # the process's host pid (runc); None elsewhere
+
+
 class Engine(abc.ABC):
     """Async access to a container engine. Implementations must be safe to call from one event loop."""
 
@@ -170,6 +190,18 @@ class Engine(abc.ABC):
     async def write_stdin(self, handle: Any, data: bytes) -> None:
         """Write ``data`` to an attached stdin and close it (the process then reads EOF)."""
         raise NotImplementedError(f"{type(self).__name__} cannot write to a container's stdin")
+
+    async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
+        """Run ``spec`` in the running container, feed its output to ``on_output``, return how it ended.
+
+        Output is not buffered here: the caller bounds what it keeps. Returns when the process's
+        output ends and the engine reports its exit code.
+
+        Raises:
+            ContainerGone: the container is not there (or not running).
+            EngineError: the engine refused the exec (e.g. an unknown user).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run a process in a running container")
 
     @abc.abstractmethod
     async def stats(self, container_id: str) -> dict[str, Any] | None:

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils.socket
 import requests.exceptions
 from docker.utils import kwargs_from_env
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, DadSandboxError, EngineError
-from dad_sandbox.sandbox.engine._base import ContainerSpec, ContainerState, Engine, OutputCallback
+from dad_sandbox.sandbox.engine._base import (
+    ContainerSpec,
+    ContainerState,
+    Engine,
+    ExecExit,
+    ExecSpec,
+    OutputCallback,
+)
 from dad_sandbox.sandbox.engine._errors import is_transient, map_docker_errors
 
 log = get_logger(__name__)
@@ -276,6 +286,48 @@ class DockerEngine(Engine):
         except OSError as exc:
             raise EngineError(f"writing to the container's stdin failed: {exc}") from exc
 
+    async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
+        sockets: list[socket.socket] = []
+
+        def run() -> ExecExit:
+            # Like the output pump: no read timeout (a quiet process must not end its own stream).
+            client = self._client(timeout=None, version=self.api.api_version)
+            try:
+                with map_docker_errors(f"running {spec.argv[0]!r} in the container"):
+                    created = client.exec_create(
+                        container_id, list(spec.argv), stdout=True, stderr=True, stdin=spec.stdin is not None,
+                        tty=False, user=spec.user or "", environment=spec.env or None, workdir=spec.workdir,
+                    )
+                    exec_id = created["Id"]
+                    sock = client.exec_start(exec_id, socket=True)
+                    raw = getattr(sock, "_sock", sock)
+                    sockets.append(raw)
+                    if spec.stdin is not None:
+                        # a writer of its own: a process that writes output before reading all of its
+                        # input would otherwise fill its pipe while we are still sending
+                        feeder = threading.Thread(target=_feed, args=(raw, spec.stdin), daemon=True)
+                        feeder.start()
+                    try:
+                        for stream, data in docker.utils.socket.frames_iter(raw, tty=False):
+                            if data:
+                                on_output("stderr" if stream == docker.utils.socket.STDERR else "stdout", data)
+                    finally:
+                        sock.close()
+                    return _exec_exit(client, exec_id)
+            finally:
+                client.close()
+
+        try:
+            return await run_blocking(run)
+        except asyncio.CancelledError:
+            # the caller gave up (a host-side timeout): end the blocked read so the pump thread returns
+            for raw in sockets:
+                with contextlib.suppress(OSError):
+                    raw.shutdown(socket.SHUT_RDWR)
+            raise
+        except OSError as exc:
+            raise EngineError(f"the exec stream broke: {exc}") from exc
+
     async def stats(self, container_id: str) -> dict[str, Any] | None:
         def stats() -> dict[str, Any] | None:
             try:
@@ -317,6 +369,26 @@ class DockerEngine(Engine):
         if self._api is not None:
             self._api.close()
             self._api = None
+
+
+def _feed(sock: socket.socket, data: bytes) -> None:
+    """Write an exec's stdin and close our side, so the process reads EOF (errors: it stopped reading)."""
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _exec_exit(client: docker.APIClient, exec_id: str) -> ExecExit:
+    """The exit code once the engine has it: the stream can end a moment before ``Running`` turns false."""
+    for _ in range(200):
+        data = client.exec_inspect(exec_id)
+        if not data.get("Running"):
+            code = data.get("ExitCode")
+            return ExecExit(exit_code=int(code) if code is not None else None, pid=data.get("Pid") or None)
+        time.sleep(0.005)
+    return ExecExit(exit_code=None, pid=data.get("Pid") or None)
 
 
 @functools.cache
