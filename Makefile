@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 TAGGED = DAD_SANDBOX_RUNNER_TAG=$$(cat build/runner-tag 2>/dev/null)
 RUNTIME ?= runc
 
-.PHONY: help run test unit integration security security-doc engine engine-runsc image venv bench clean
+.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
@@ -19,6 +19,7 @@ help:
 	@echo "               RUNTIME=runsc also installs gVisor and registers it"
 	@echo "make security - the red-team suite on runc and gVisor; make security-doc renders docs/SECURITY.md"
 	@echo "make image   - build the base and runner images (only what changed)"
+	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
 	@echo "make unit    - unit tests only (no Docker needed)"
 	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
 	@echo "make clean   - remove the virtualenv, build files and ./runs"
@@ -27,7 +28,7 @@ run: engine image
 	$(TAGGED) $(PY) -m examples.hello.run
 
 # The test suite includes the red-team suite on gVisor, so `test` provisions the runsc runtime too.
-test: engine-runsc image
+test: lint engine-runsc image
 	$(TAGGED) $(PY) -m pytest $(PYTEST_ARGS)
 
 security: engine-runsc image
@@ -35,6 +36,10 @@ security: engine-runsc image
 
 security-doc:
 	$(PY) scripts/security_report.py
+
+lint: venv
+	$(PY) -m ruff check dad_sandbox tests bench scripts examples
+	$(PY) -m mypy
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -26,8 +26,8 @@ import docker
 import structlog
 
 from dad_sandbox import IsolatedExecution, RunContext, Supervisor, __version__, load_policy
-from dad_sandbox.sandbox._policy import runner_tag
 from dad_sandbox.run import read_metadata
+from dad_sandbox.sandbox._policy import runner_tag
 
 IMAGE = f"dad-sandbox-runner:{runner_tag()}"
 CMD = ["true"]
@@ -152,7 +152,7 @@ class Bench:
             ctx = RunContext("exec", self.project)
             ctx.setup_run()
 
-            async def one() -> None:
+            async def one(ctx: RunContext = ctx) -> None:
                 async with IsolatedExecution(ctx, self.policy, timeout=1.0) as execution:
                     await execution.run_command(["sleep", "30"])
             self.loop.run_until_complete(one())

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import docker
 
-from dad_sandbox import RunStatus, Supervisor, __version__
-from dad_sandbox.sandbox._policy import runner_tag
+from dad_sandbox import RunStatus, Supervisor
 from dad_sandbox.run import read_metadata
+from dad_sandbox.sandbox._policy import runner_tag
 
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]
 IMAGE = f"dad-sandbox-runner:{runner_tag()}"
@@ -81,7 +81,7 @@ def spawn_orphans(project: Path, n: int, timeout: float, argv: list[str]) -> lis
 def _status(run_dir: Path) -> RunStatus | None:
     try:
         return read_metadata(run_dir).status
-    except Exception:  # noqa: BLE001 - mid-write
+    except Exception:
         return None
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dad_sandbox._lazy import lazy_getattr
-
 from dad_sandbox._version import __version__
 
 _EXPORTS = {

@@ -155,7 +155,7 @@ class ErrorHandlingGroup(click.Group):
         except click.Abort as exc:  # Ctrl-C, or SIGTERM/SIGHUP turned into it by dad_sandbox._signals
             name = getattr(exc.__cause__ or exc.__context__, "signal_name", "SIGINT")
             _report(CancelledExit(f"cancelled ({name})"), argv)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        except Exception as exc:
             from dad_sandbox.errors import DadSandboxError
 
             if isinstance(exc, DadSandboxError):

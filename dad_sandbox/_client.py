@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def default_socket_path() -> Path:
     """``$DAD_SANDBOX_SOCKET``, or a per-user socket in a private directory under /tmp."""
     env = os.environ.get("DAD_SANDBOX_SOCKET")

@@ -6,8 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dad_sandbox.sandbox._policy import runner_tag
 from dad_sandbox.errors import DadSandboxError
+from dad_sandbox.sandbox._policy import runner_tag
 
 
 @dataclass(frozen=True, slots=True)

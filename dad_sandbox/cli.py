@@ -414,7 +414,8 @@ def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -
     run_dir = find_run(_run_root(run_root), run_id)
     offset = 0
     while True:
-        for offset, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):  # noqa: B007 - offset is resumed
+        for position, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):
+            offset = position  # where a follower resumes
             click.echo(json.dumps(rec) if as_json else _shown(_format_log(rec)))
         if not follow or read_metadata(run_dir).status.is_terminal:
             break
@@ -589,7 +590,7 @@ def policy_validate(paths: tuple[Path, ...], as_json: bool) -> None:
 
 @policy_group.command("schema", help="Print the JSON Schema of policy files (for editors).")
 @_json_opt
-def policy_schema(as_json: bool) -> None:  # noqa: ARG001 - always JSON; the flag is accepted like everywhere
+def policy_schema(as_json: bool) -> None:
     from dad_sandbox.sandbox import Policy
 
     _echo_json(Policy.model_json_schema())

@@ -121,7 +121,7 @@ class DadSandboxEnvironment(SandboxEnvironment):
     async def exec(
         self,
         cmd: list[str],
-        input: str | bytes | None = None,  # noqa: A002 - inspect's signature
+        input: str | bytes | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         user: str | None = None,

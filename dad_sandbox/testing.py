@@ -112,7 +112,7 @@ class FakeEngine(Engine):
         self._exit(c, code)
 
     async def _run(self, c: FakeContainer) -> None:
-        from dad_sandbox.sandbox._session import WAITER  # noqa: PLC0415 - the session module imports this one's peers
+        from dad_sandbox.sandbox._session import WAITER
 
         argv = list(c.spec.command)
         if argv and argv[0] == "/usr/local/bin/dad-init" and "--" in argv:
@@ -213,7 +213,7 @@ class FakeEngine(Engine):
         handle.stdin.set_result(data)
 
     async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
-        from dad_sandbox.sandbox._session import _INPUT_SCRIPT, SHELL, STOP, TIMEOUT_BIN  # noqa: PLC0415
+        from dad_sandbox.sandbox._session import _INPUT_SCRIPT, SHELL, STOP, TIMEOUT_BIN
 
         self._check("exec")
         c = self._get(container_id)

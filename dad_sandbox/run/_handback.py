@@ -54,7 +54,7 @@ class HandBack:
             self.problems.append(text)
 
 
-class _Stop(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _Stop(Exception):
     """The walk must end here (deadline, a folder moved under it)."""
 
 

@@ -192,9 +192,7 @@ def span(obj: dict[str, Any]) -> dict[str, Any] | Rejected:
     for key, value in list(attrs_in.items())[:200]:
         if not isinstance(key, str) or len(key) > 200 or budget <= 0:
             continue
-        if isinstance(value, bool) or (isinstance(value, float) and math.isfinite(value)):
-            attrs[text(key)] = value
-        elif isinstance(value, int) and as_int(value) is not None:
+        if isinstance(value, bool) or (isinstance(value, float) and math.isfinite(value)) or isinstance(value, int) and as_int(value) is not None:
             attrs[text(key)] = value
         elif isinstance(value, float):
             continue  # not finite

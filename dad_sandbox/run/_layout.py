@@ -5,8 +5,8 @@ One frozen value computes every path, so no other module joins path strings by h
 
 from __future__ import annotations
 
-import re
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import RunError
-from dad_sandbox.run._layout import TRACE_FILE
 from dad_sandbox.run._jsonl import iter_jsonl
+from dad_sandbox.run._layout import TRACE_FILE
 
 _STATUS = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _KIND = {"SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3}
@@ -78,7 +78,7 @@ def export_otlp(run_dir: Path, run_id: str, endpoint: str, *, timeout: float = 1
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - user-given endpoint
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             if response.status >= 300:
                 raise RunError(f"the OTLP collector at {url} answered {response.status}")
     except urllib.error.URLError as exc:

@@ -24,8 +24,8 @@ from typing import Any
 
 import git
 from git.objects.fun import tree_to_stream
-from gitdb.util import hex_to_bin
 from gitdb import IStream, LooseObjectDB
+from gitdb.util import hex_to_bin
 
 from dad_sandbox.errors import RunError, UnsafePathError
 from dad_sandbox.run import _hostile, _safe_fs
@@ -208,7 +208,7 @@ class _TreeBuilder:
 
 
 def _devnull() -> Any:
-    return open(os.devnull, "rb")  # noqa: SIM115 - GitPython reads and closes it
+    return open(os.devnull, "rb")
 
 
 def _safe_name(name: str) -> bool:

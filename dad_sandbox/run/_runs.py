@@ -13,7 +13,6 @@ from dad_sandbox.run._ids import is_valid_run_id
 from dad_sandbox.run._metadata import RunMetadata, read_metadata
 
 
-
 def find_run(run_root: Path, run_id: str) -> Path:
     """The directory of ``run_id`` under ``run_root``.
 

@@ -1,7 +1,7 @@
 """Runners: execute components (in the container, or in-process for trusted code)."""
 
-from dad_sandbox.runner._reference import check_reference, import_component, provisional_root_id, reference_of
 from dad_sandbox.runner._metrics import MetricsEmitter
+from dad_sandbox.runner._reference import check_reference, import_component, provisional_root_id, reference_of
 from dad_sandbox.runner._runner import (
     AgentRunner,
     ComponentResult,

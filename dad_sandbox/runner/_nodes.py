@@ -55,7 +55,7 @@ async def run_command(node: CommandNode, ctx: NodeContext) -> tuple[Any, Any]:
     if not argv:
         raise ValueError(f"command node {ctx.hierarchy_path!r} has an empty argv")
     out_path, err_path = ctx.node_dir / "stdout.txt", ctx.node_dir / "stderr.txt"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:  # noqa: ASYNC230 - local files, opened once
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=ctx.node_dir, stdout=out, stderr=err, stdin=asyncio.subprocess.DEVNULL,
             env={**os.environ, **node.env}, start_new_session=True,

@@ -51,5 +51,5 @@ if TYPE_CHECKING:
     from dad_sandbox.sandbox._isolated import ExecutionState, IsolatedExecution
     from dad_sandbox.sandbox._policy import Policy, available_policies, load_policy
     from dad_sandbox.sandbox._result import RunResult
-    from dad_sandbox.sandbox._session import ExecEvent, ExecResult, Session, SessionLimits
     from dad_sandbox.sandbox._service import Orphan, OrphanAction, RunHandle, Supervisor
+    from dad_sandbox.sandbox._session import ExecEvent, ExecResult, Session, SessionLimits

@@ -106,7 +106,7 @@ def main() -> int:
         component = import_component(request["component"])
         runner = runner_for(component, ctx, reference=request["component"])
         runner.metrics = MetricsEmitter.for_container(ctx.run_id, prefix)
-    except BaseException as exc:  # noqa: BLE001 - an import may raise anything, SystemExit included
+    except BaseException as exc:
         from dad_sandbox.errors import DadSandboxError
 
         what = str(exc) if isinstance(exc, DadSandboxError) else f"{type(exc).__name__}: {exc}"

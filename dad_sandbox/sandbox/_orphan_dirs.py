@@ -68,6 +68,6 @@ def abandon_containerless(
                 ctx = RunContext.open_existing(entry.path)
                 ctx.record(status=RunStatus.ABANDONED, reason="supervisor_lost", error=detail)
             found.append(ContainerlessRun(md.run_id, Path(entry.path), md.status.value, f"{host}:{pid}", detail))
-        except Exception as exc:  # noqa: BLE001 - one bad run dir never stops the scan
+        except Exception as exc:
             log.warning("skipped a run dir while looking for orphans", run_dir=entry.path, error=str(exc))
     return found

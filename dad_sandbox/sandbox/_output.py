@@ -111,7 +111,7 @@ class OutputSink:
     def __call__(self, stream: str, chunk: bytes) -> None:
         try:
             self._take(stream, chunk)
-        except Exception:  # noqa: BLE001 - hostile output must never stop the pump
+        except Exception:
             self.internal_errors += 1
 
     def _take(self, stream: str, chunk: bytes) -> None:
@@ -134,7 +134,7 @@ class OutputSink:
             del buf[:raw]
             try:
                 self._emit(stream, line, raw=raw, partial=partial)
-            except Exception:  # noqa: BLE001 - one line the sink cannot handle is dropped, the rest flows
+            except Exception:
                 self.internal_errors += 1
                 self.info.bytes_dropped += raw
 
@@ -197,7 +197,7 @@ class OutputSink:
         if self._observer is not None:
             try:
                 self._observer(record)
-            except Exception:  # noqa: BLE001 - a display bug must never stop output collection
+            except Exception:
                 self._observer = None
         return record
 
@@ -218,7 +218,7 @@ class OutputSink:
             if buf:
                 try:
                     self._emit(stream, bytes(buf), raw=len(buf), partial=True)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self.internal_errors += 1
                 buf.clear()
         self.info.bytes_dropped = max(0, self.info.bytes_total - self.info.bytes_kept)

@@ -50,7 +50,7 @@ class _ProfileShape(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    defaultAction: str  # noqa: N815 - the engine's JSON key
+    defaultAction: str
     syscalls: list[_Rule] = Field(default_factory=list)
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from dad_sandbox._client import default_socket_path
-from dad_sandbox._signals import CANCEL_SIGNALS
 from dad_sandbox._logging import get_logger
+from dad_sandbox._signals import CANCEL_SIGNALS
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.sandbox._policy import load_policy
 from dad_sandbox.sandbox._service import Supervisor
@@ -179,7 +179,7 @@ class SupervisorServer:
                 argv = request.get("argv")
                 if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
                     raise ValueError("argv must be a non-empty list of strings")
-                if Path(request.get("project_root", "")).resolve() != self.supervisor.project_root:
+                if Path(request.get("project_root", "")).resolve() != self.supervisor.project_root:  # noqa: ASYNC240
                     await send({"error": "wrong_project", "project_root": str(self.supervisor.project_root)})
                     return
                 policy = load_policy(request.get("policy") or "untrusted")

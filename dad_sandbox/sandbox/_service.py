@@ -363,7 +363,7 @@ class Supervisor:
         """Decide and do what an orphan needs; never raises for one bad container."""
         try:
             return await self._recover_or_abandon(state, kill=kill)
-        except Exception as exc:  # noqa: BLE001 - one bad run never stops recovery of the others
+        except Exception as exc:
             log.error("could not recover a container", container=state.id[:12], error=str(exc))
             return self._describe(state, OrphanAction.SKIPPED, detail=f"recovery failed: {exc}")
 

@@ -37,8 +37,7 @@ import structlog
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, EngineError, SessionError, SessionLimitError
-from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.run import _safe_fs
+from dad_sandbox.run import RunContext, RunStatus, _safe_fs
 from dad_sandbox.run._layout import TRACE_DIR, TRACE_FILE
 from dad_sandbox.runner._trace import Span
 from dad_sandbox.sandbox import _ownership
@@ -445,7 +444,7 @@ class Session:
     async def exec(
         self,
         argv: Sequence[str],
-        input: str | bytes | None = None,  # noqa: A002 - the name users of subprocess know
+        input: str | bytes | None = None,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         user: str | None = None,
@@ -473,7 +472,7 @@ class Session:
     async def exec_stream(
         self,
         argv: Sequence[str],
-        input: str | bytes | None = None,  # noqa: A002
+        input: str | bytes | None = None,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         user: str | None = None,

@@ -25,20 +25,18 @@ from typing import Any
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
-from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.run import _hostile, _safe_fs
+from dad_sandbox.run import RunContext, RunStatus, _hostile, _safe_fs
 from dad_sandbox.run._collect import Collected, collect_runner_files
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
 from dad_sandbox.run._usage import DirUsage, dir_usage
-from dad_sandbox.sandbox import _labels, _ownership
-from dad_sandbox.sandbox import _egress_proxy
+from dad_sandbox.sandbox import _egress_proxy, _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._open_files import deleted_open_bytes
 from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
-from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._pool import Slot, pointer_file
 from dad_sandbox.sandbox._report import report_reason, reported_component_id
+from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import (
     INIT_DEADLINE_EXIT,
     INIT_DEADLINE_GRACE,
@@ -483,7 +481,7 @@ class RunSupervisor:
                 **({"egress": egress} if egress is not None else {}),
                 **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
             )
-        except Exception as exc:  # noqa: BLE001 - whatever broke the full record, the status must land
+        except Exception as exc:
             log.error("could not record the run's details; recording its status alone", run_id=ctx.run_id, error=str(exc))
             md = await asyncio.to_thread(ctx.record, status=status, reason=reason, container_id=cid,
                                          error=f"{_hostile.text(error or '')}\n(details could not be recorded: {exc})")
@@ -514,22 +512,22 @@ class RunSupervisor:
         files = _Files(tampering=list(ctx.metadata.tampering))
         try:
             files.usage = self._usage(watch)
-        except Exception as exc:  # noqa: BLE001 - a hostile tree must not stop finalization
+        except Exception as exc:
             files.usage = DirUsage(0, 0, False, f"the walk failed: {exc}")
         try:
             planted = _safe_fs.ensure_plain_dir(ctx.run_dir, TRACE_DIR)
             if planted:
                 files.tampering.append(f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {planted}")
                 log.warning("run dir tampering: .trace moved aside", run_id=ctx.run_id, moved_to=planted)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems.append(f"could not restore {TRACE_DIR}: {exc}")
         try:
             _ownership.reclaim(ctx.run_dir, watch.user)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems.append(f"could not hand the run dir back to uid {watch.user.host_uid}: {exc}")
         try:
             files.collected = collect_runner_files(ctx.run_dir, budget=FILES_BUDGET_SECONDS / 2)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.error("could not collect the runner's files", run_id=ctx.run_id, error=str(exc))
             problems.append(f"could not collect the runner's files: {exc}")
         return files
@@ -541,14 +539,14 @@ class RunSupervisor:
         summary = await watch.egress.close()
         try:
             await asyncio.to_thread(_egress_proxy.write_trace, self.ctx.run_dir, watch.egress)
-        except Exception as exc:  # noqa: BLE001 - the status must land even if the trace cannot be written
+        except Exception as exc:
             problems.append(f"could not write the egress records: {exc}")
         return summary
 
     def _commit_outcomes(self) -> None:
         try:
             self.ctx.commit_outcomes()
-        except Exception as exc:  # noqa: BLE001 - the status is final; losing the commit must not raise
+        except Exception as exc:
             log.error("could not commit the run's outcomes", run_id=self.ctx.run_id, error=str(exc))
 
     async def _final_state(self, watch: _Watch, problems: list[str]) -> ContainerState | None:

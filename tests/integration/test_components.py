@@ -112,7 +112,7 @@ def test_twenty_parallel_runs_commit_twenty_outcomes(project: Path) -> None:
 class _Receiver(BaseHTTPRequestHandler):
     bodies: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         _Receiver.bodies.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
         self.send_response(200)

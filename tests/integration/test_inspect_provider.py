@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("inspect_ai", reason="the inspect extra is not installed: pip install 'dad-sandbox[inspect]'")
 
-from inspect_ai.util._sandbox.self_check import *  # noqa: E402, F403 - the suite's checks, collected as tests
+from inspect_ai.util._sandbox.self_check import *  # noqa: F403 - the suite's checks, collected as tests
 
-from dad_sandbox.inspect_provider import DadSandboxConfig, DadSandboxEnvironment  # noqa: E402
+from dad_sandbox.inspect_provider import DadSandboxConfig, DadSandboxEnvironment
 
 pytestmark = pytest.mark.anyio
 

@@ -9,16 +9,16 @@ import pytest
 
 pytest.importorskip("inspect_ai", reason="the inspect extra is not installed: pip install 'dad-sandbox[inspect]'")
 
-from inspect_ai import Task, eval  # noqa: E402, A004 - inspect's API
-from inspect_ai.dataset import Sample  # noqa: E402
-from inspect_ai.model import ModelOutput, get_model  # noqa: E402
-from inspect_ai.scorer import includes  # noqa: E402
-from inspect_ai.solver import generate, use_tools  # noqa: E402
-from inspect_ai.tool import Tool, tool  # noqa: E402
-from inspect_ai.util import SandboxEnvironmentSpec, sandbox  # noqa: E402
+from inspect_ai import Task, eval
+from inspect_ai.dataset import Sample
+from inspect_ai.model import ModelOutput, get_model
+from inspect_ai.scorer import includes
+from inspect_ai.solver import generate, use_tools
+from inspect_ai.tool import Tool, tool
+from inspect_ai.util import SandboxEnvironmentSpec, sandbox
 
-from dad_sandbox.inspect_provider import DadSandboxConfig  # noqa: E402
-from dad_sandbox.run import RunStatus, read_metadata  # noqa: E402
+from dad_sandbox.inspect_provider import DadSandboxConfig
+from dad_sandbox.run import RunStatus, read_metadata
 
 
 @tool

@@ -189,7 +189,7 @@ def test_signal_to_the_cli_cancels_its_run(project: Path, docker_api, sig: signa
     runs = project / "runs"
     env = {**os.environ, "DAD_SANDBOX_NO_SERVER": "1"}
     proc = subprocess.Popen([*CLI, "exec", "--run-root", str(runs), "--", "sleep", "60"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)  # noqa: PLW1509 - no threads yet; the point is an inherited SIG_IGN
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
     try:
         run_dir = _new_run_dir(runs, set())
         wait_for_status(run_dir, RunStatus.RUNNING, timeout=60)

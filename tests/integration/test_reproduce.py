@@ -165,8 +165,9 @@ def test_rerun_of_an_in_process_run(project: Path) -> None:
     """An in-process run records its component reference, so `rerun` re-runs it (under untrusted, saying why)."""
     import asyncio
 
-    from dad_sandbox import AgentRunner, RunContext
     from sbx_components.flows import counted_agent
+
+    from dad_sandbox import AgentRunner, RunContext
 
     ctx = RunContext("counted", project)
     ctx.setup_run()

@@ -23,8 +23,9 @@ CLI = [sys.executable, "-m", "dad_sandbox.cli"]
 
 def test_seed_lifecycle_runs_with_imports_changed(project: Path) -> None:
     """setup_run -> register -> read_static_inputs -> runner -> IsolatedExecution -> complete_run."""
-    from dad_sandbox import AgentRunner, IsolatedExecution, RunContext  # the only changed line
     from sbx_components.flows import In, ok_agent
+
+    from dad_sandbox import AgentRunner, IsolatedExecution, RunContext  # the only changed line
 
     async def lifecycle():
         run_context = RunContext(root_component_id="agent", project_root=project, run_root=project / "runs",
@@ -58,8 +59,9 @@ def test_seed_lifecycle_runs_with_imports_changed(project: Path) -> None:
 
 def test_seed_except_branch_keeps_error(project: Path) -> None:
     """The docs' except branch: complete_run(status='failed', error_msg=str(e)) is persisted."""
-    from dad_sandbox import AgentRunner, IsolatedExecution, RunContext
     from sbx_components.flows import ok_agent
+
+    from dad_sandbox import AgentRunner, IsolatedExecution, RunContext
 
     async def lifecycle():
         run_context = RunContext(root_component_id="agent", project_root=project)

@@ -217,6 +217,6 @@ def test_exec_runs_as_the_run_user_without_capabilities(project: Path) -> None:
     lines = result.stdout.split()
     expected_uid = "65534" if os.getuid() == 0 else str(os.getuid())
     assert lines[0] == expected_uid, result.stdout
-    caps = dict(zip(lines[1:9:2], lines[2:9:2]))
+    caps = dict(zip(lines[1:9:2], lines[2:9:2], strict=True))
     assert set(caps.values()) == {"0000000000000000"}, caps
     assert lines[-1] != "0", "an exec could kill the container's init"

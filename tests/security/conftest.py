@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(params=["runc", "runsc"])
-def runtime(request: pytest.FixtureRequest, docker_api) -> str:  # noqa: F811 - fixture
+def runtime(request: pytest.FixtureRequest, docker_api) -> str:
     name = request.param
     if name != "runc" and name not in (docker_api.info().get("Runtimes") or {}):
         msg = f"runtime {name} is not registered with the engine: run 'make engine RUNTIME=runsc'"

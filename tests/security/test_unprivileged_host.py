@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,7 +83,7 @@ def no_bad_modes(run_dir: Path) -> None:
 
 
 @pytest.fixture
-def check(workspace: Workspace, runtime: str, docker_api: Any, record_result: list[dict[str, Any]]):  # noqa: F811
+def check(workspace: Workspace, runtime: str, docker_api: Any, record_result: list[dict[str, Any]]):
     def run(name: str, script: str, **kw: Any) -> Path:
         return hostile(workspace, runtime, docker_api, record_result, name, ["sh", "-c", script], **kw)
     return run
@@ -164,7 +164,7 @@ def test_hidden_data_stops_the_run(check, workspace: Workspace, runtime: str) ->
           after=stopped_early)
 
 
-def test_rewrite_static_inputs(workspace: Workspace, runtime: str, docker_api: Any, record_result) -> None:  # noqa: F811
+def test_rewrite_static_inputs(workspace: Workspace, runtime: str, docker_api: Any, record_result) -> None:
     """A node rewrites static_inputs.json (which re-runs reuse): the host's static inputs must survive."""
     (workspace.project / "hostile_components.py").write_text(HOSTILE_COMPONENT)
     (workspace.project / "inputs.json").write_text(json.dumps({"first": {"name": "honest"}}))

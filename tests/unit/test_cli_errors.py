@@ -131,10 +131,7 @@ def test_bad_arguments_are_one_line_exit_7(tmp_path: Path) -> None:
 
 def _takes_json(args: list[str]) -> bool:
     path = tuple(a for a in args[:2] if not a.startswith("-"))
-    for n in (2, 1):
-        if path[:n] in set(_json_commands()):
-            return True
-    return False
+    return any(path[:n] in set(_json_commands()) for n in (2, 1))
 
 
 def test_json_flag_after_double_dash_belongs_to_the_run() -> None:

@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("inspect_ai", reason="the inspect extra is not installed: pip install 'dad-sandbox[inspect]'")
 
-from inspect_ai.util._sandbox.registry import registry_find_sandboxenv  # noqa: E402
+from inspect_ai.util._sandbox.registry import registry_find_sandboxenv
 
-from dad_sandbox.inspect_provider import DadSandboxConfig, DadSandboxEnvironment, _config  # noqa: E402
+from dad_sandbox.inspect_provider import DadSandboxConfig, DadSandboxEnvironment, _config
 
 
 def test_inspect_finds_the_provider_by_name() -> None:

@@ -287,7 +287,7 @@ class DockerEngine(Engine):
             raise EngineError(f"writing to the container's stdin failed: {exc}") from exc
 
     async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
-        sockets: list[socket.socket] = []
+        sockets: list[Any] = []  # the SDK hands back a socket, or a wrapper around one
 
         def run() -> ExecExit:
             # Like the output pump: no read timeout (a quiet process must not end its own stream).

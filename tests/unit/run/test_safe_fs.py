@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from dad_sandbox.errors import UnsafePathError
-from dad_sandbox.run import RunContext, read_metadata
-from dad_sandbox.run import _safe_fs
+from dad_sandbox.run import RunContext, _safe_fs, read_metadata
 
 
 @pytest.fixture
