@@ -228,7 +228,39 @@ class SyncRunHandle:
         self._loop.call_soon_threadsafe(self._handle.cancel)
 
 
-class SyncSupervisor:
+class _BackgroundLoop:
+    """An event loop in a daemon thread for the length of a ``with`` block; the sync facades' one
+    piece of plumbing (their async objects live on it, their methods block on it)."""
+
+    _thread_name = "dad-sandbox"
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=self._thread_name, daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise ExecutionStateError(f"use {type(self).__name__} inside a `with` block")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._loop is not None and not self._loop.is_running():
+            self._loop.close()
+        self._loop = None
+
+
+class SyncSupervisor(_BackgroundLoop):
     """The :class:`~dad_sandbox.sandbox.Supervisor` for code without an event loop.
 
     Its event loop runs in a background thread for the lifetime of the ``with`` block::
@@ -238,20 +270,18 @@ class SyncSupervisor:
             results = [h.wait() for h in handles]
     """
 
+    _thread_name = "dad-sandbox-supervisor"
+
     def __init__(self, **kwargs: Any) -> None:
         from dad_sandbox.sandbox import Supervisor
 
+        super().__init__()
         self._kwargs = kwargs
         self._supervisor_cls = Supervisor
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._sup: Any = None
 
     def __enter__(self) -> SyncSupervisor:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="dad-sandbox-supervisor", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
+        self._start()
 
         async def open_supervisor() -> Any:
             sup = self._supervisor_cls(**self._kwargs)
@@ -259,7 +289,7 @@ class SyncSupervisor:
             return sup
 
         try:
-            self._sup = asyncio.run_coroutine_threadsafe(open_supervisor(), loop).result()
+            self._sup = self._call(open_supervisor())
         except BaseException:
             self._stop()
             raise
@@ -282,20 +312,12 @@ class SyncSupervisor:
     def __exit__(self, *exc: object) -> None:
         try:
             if self._sup is not None and self._loop is not None:
-                asyncio.run_coroutine_threadsafe(self._sup.__aexit__(*exc), self._loop).result()
+                self._call(self._sup.__aexit__(*exc))
         finally:
             self._stop()
 
-    def _stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        if self._loop is not None and not self._loop.is_running():
-            self._loop.close()
 
-
-class SyncSession:
+class SyncSession(_BackgroundLoop):
     """The :class:`~dad_sandbox.sandbox.Session` for code without an event loop.
 
     The async session runs on an event loop in a background thread for the ``with`` block; each
@@ -306,25 +328,17 @@ class SyncSession:
             print(s.exec(["python3", "main.py"]).stdout)
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        self._kwargs = kwargs
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._session: Any = None
+    _thread_name = "dad-sandbox-session"
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
-            coro.close()
-            raise ExecutionStateError("use SyncSession inside `with SyncSession(...) as s:`")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self._kwargs = kwargs
+        self._session: Any = None
 
     def __enter__(self) -> SyncSession:
         from dad_sandbox.sandbox._session import Session
 
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="dad-sandbox-session", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
+        self._start()
 
         async def open_session() -> Any:
             session = Session(**self._kwargs)
@@ -380,11 +394,3 @@ class SyncSession:
         finally:
             self._stop()
 
-    def _stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        if self._loop is not None and not self._loop.is_running():
-            self._loop.close()
-        self._loop = None
