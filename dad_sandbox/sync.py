@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -244,6 +244,15 @@ class _BackgroundLoop:
         thread.start()
         self._loop, self._thread = loop, thread
 
+    def _open(self, opener: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Start the loop and run ``opener()`` on it; a failure stops the loop again and is raised."""
+        self._start()
+        try:
+            return self._call(opener())
+        except BaseException:
+            self._stop()
+            raise
+
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop is None:
             coro.close()
@@ -281,18 +290,12 @@ class SyncSupervisor(_BackgroundLoop):
         self._sup: Any = None
 
     def __enter__(self) -> SyncSupervisor:
-        self._start()
-
         async def open_supervisor() -> Any:
             sup = self._supervisor_cls(**self._kwargs)
             await sup.__aenter__()
             return sup
 
-        try:
-            self._sup = self._call(open_supervisor())
-        except BaseException:
-            self._stop()
-            raise
+        self._sup = self._open(open_supervisor)
         return self
 
     def submit(self, argv: list[str] | None = None, **kwargs: Any) -> SyncRunHandle:
@@ -338,18 +341,12 @@ class SyncSession(_BackgroundLoop):
     def __enter__(self) -> SyncSession:
         from dad_sandbox.sandbox._session import Session
 
-        self._start()
-
         async def open_session() -> Any:
             session = Session(**self._kwargs)
             await session.start()
             return session
 
-        try:
-            self._session = self._call(open_session())
-        except BaseException:
-            self._stop()
-            raise
+        self._session = self._open(open_session)
         return self
 
     @property
