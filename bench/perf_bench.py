@@ -118,7 +118,7 @@ class Bench:
                     t = time.perf_counter()
                     result = await sup.submit(CMD).wait()
                     total.append(time.perf_counter() - t)
-                    dispatch.append(result.metadata.model_extra.get("dispatch_seconds", float("nan")))
+                    dispatch.append(result.metadata.dispatch_seconds or float("nan"))
                     await sup.pool_ready()
                 return {"dispatch": summary(dispatch), "total": summary(total)}
         return self.loop.run_until_complete(go())

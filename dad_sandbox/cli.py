@@ -205,10 +205,9 @@ def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
 
 def _with_reproduction(result: Any) -> dict[str, Any]:
     summary: dict[str, Any] = result.summary()
-    extra = result.metadata.model_extra or {}
     for key in ("reproduction", "replay_of"):
-        if extra.get(key):
-            summary[key] = extra[key]
+        if getattr(result.metadata, key):
+            summary[key] = getattr(result.metadata, key)
     return summary
 
 
@@ -370,11 +369,10 @@ def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
             ("image", f"{md.image or '-'}" + (f" {md.image_id[:19]}" if md.image_id else "")), ("run dir", run_dir)]
     if md.rerun:
         rows.append(("re-run of", f"{md.rerun.previous_run_id} from {md.rerun.start_hierarchy_path}"))
-    extra = md.model_extra or {}
-    if extra.get("replay_of"):
-        rows.append(("replay of", extra["replay_of"]))
-    if extra.get("outcome_branch"):
-        rows.append(("outcome", f"{extra['outcome_branch']} {str(extra.get('outcome_commit', ''))[:12]}"))
+    if md.replay_of:
+        rows.append(("replay of", md.replay_of))
+    if md.outcome_branch:
+        rows.append(("outcome", f"{md.outcome_branch} {(md.outcome_commit or '')[:12]}"))
     if md.resources:
         rows.append(("resources", ", ".join(f"{k}={v}" for k, v in md.resources.items())))
     if md.output:
@@ -594,6 +592,14 @@ def policy_schema(as_json: bool) -> None:
     from dad_sandbox.sandbox import Policy
 
     _echo_json(Policy.model_json_schema())
+
+
+@runs_group.command("schema", help="Print the JSON Schema of .trace/dad_metadata.json (a closed, versioned contract).")
+@_json_opt
+def runs_schema(as_json: bool) -> None:
+    from dad_sandbox.run._metadata import metadata_schema
+
+    _echo_json(metadata_schema())
 
 
 @main.group("image", help="The runner image.")

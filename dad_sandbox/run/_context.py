@@ -280,6 +280,9 @@ class RunContext:
         stay; this call only adds its error text and fills fields still empty.
         """
         self._require_metadata()
+        unknown = sorted(set(fields) - set(RunMetadata.model_fields))
+        if unknown:  # a programming error: the metadata contract is closed (docs/dad_metadata.schema.json)
+            raise RunError(f"not run metadata fields: {', '.join(unknown)}; declare them in RunMetadata first")
         with self._locked():
             md = self._adopt_final_from_disk()
             lost = md.status.is_terminal and status is not None and status.is_terminal and status != md.status

@@ -32,6 +32,7 @@ from dad_sandbox.run._layout import METADATA_FILE, TRACE_DIR
 from dad_sandbox.run._status import RunStatus
 
 MAX_METADATA_BYTES = 4 << 20
+SCHEMA_VERSION = 2
 MAX_ERROR_CHARS = 64_000
 #: The lock file serialising metadata writers across processes (host-only, in ``.trace/``).
 LOCK_FILE = ".status.lock"
@@ -69,9 +70,10 @@ class OutputInfo(BaseModel):
 class RunMetadata(BaseModel):
     """Everything the host knows about one run. ``status``/``reason`` follow DESIGN.md's vocabulary."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    schema_version: int = 1
+    #: 2: every field declared, no extras (1: extras allowed; read back leniently, see read_metadata)
+    schema_version: int = SCHEMA_VERSION
     run_id: str
     root_component_id: str
     project_root: str
@@ -101,6 +103,23 @@ class RunMetadata(BaseModel):
     output: OutputInfo | None = None
     rerun: RerunInfo | None = None
     tampering: list[str] = Field(default_factory=list, description="what the host found planted in the run dir")
+    # -- where and how it ran (isolated runs)
+    engine: dict[str, Any] | None = Field(default=None, description="engine name, version, API version, kernel")
+    seccomp_profile: str | None = None
+    seccomp_hash: str | None = Field(default=None, description="sha256 of the seccomp profile file; None: the engine's own")
+    warm_pool_slot: str | None = None
+    dispatch_seconds: float | None = Field(default=None, description="warm pool: from taking a slot to the run's start")
+    # -- what the host found and did after the run
+    collection: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per collected file: lines kept, "
+                                                  "bad lines quarantined, bytes cut, refusal")
+    egress: dict[str, Any] | None = Field(default=None, description="network = allowlist: attempts, bytes, hosts, limit hit")
+    session: dict[str, Any] | None = Field(default=None, description="a session's execs and files")
+    outcome_commit: str | None = None
+    outcome_branch: str | None = None
+    outcome_error: str | None = None
+    # -- lineage
+    reproduction: dict[str, Any] | None = Field(default=None, description="a re-run: the policy and image it took, and why")
+    replay_of: str | None = None
     dad_sandbox_version: str = __version__
 
     def to_json_bytes(self) -> bytes:
@@ -171,6 +190,14 @@ def read_metadata(run_dir: Path) -> RunMetadata:
     if truncated:
         raise RunError(f"{run_dir / TRACE_DIR / METADATA_FILE} is larger than {MAX_METADATA_BYTES} bytes")
     try:
-        return RunMetadata.model_validate(json.loads(data))
+        raw = json.loads(data)
+        if isinstance(raw, dict) and raw.get("schema_version", 1) < SCHEMA_VERSION:
+            raw = {k: v for k, v in raw.items() if k in RunMetadata.model_fields}  # written before the contract closed
+        return RunMetadata.model_validate(raw)
     except (ValueError, ValidationError) as exc:
         raise RunError(f"{run_dir / TRACE_DIR / METADATA_FILE} is not valid run metadata: {exc}") from exc
+
+
+def metadata_schema() -> dict[str, Any]:
+    """The JSON Schema of ``dad_metadata.json`` (published as docs/dad_metadata.schema.json)."""
+    return RunMetadata.model_json_schema()

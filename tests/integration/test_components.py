@@ -58,7 +58,7 @@ def test_every_element_type_in_the_container(project: Path) -> None:
     assert commit.message.strip() == f"[{ctx.run_id}] Run completed"
     assert repo.git.show(f"{branch}:everything/main/files/answer.txt").strip() == "42"
     assert len(list(repo.iter_commits("main"))) == 1
-    assert read_metadata(ctx.run_dir).model_extra["outcome_branch"] == branch
+    assert read_metadata(ctx.run_dir).outcome_branch == branch
 
 
 def test_rerun_in_container_skips_and_mounts_previous_read_only(project: Path) -> None:
@@ -105,7 +105,7 @@ def test_twenty_parallel_runs_commit_twenty_outcomes(project: Path) -> None:
     repo = git.Repo(project / "runs" / "outcome" / project.name)
     branches = {h.name for h in repo.heads}
     assert {f"run/{r.run_id}" for r in results} <= branches
-    assert all("outcome_error" not in (r.metadata.model_extra or {}) for r in results)
+    assert all(r.metadata.outcome_error is None for r in results)
     assert len(list(repo.iter_commits("main"))) == 1 and not repo.is_dirty(untracked_files=True)
 
 

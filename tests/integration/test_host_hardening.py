@@ -56,11 +56,11 @@ def test_hostile_outcome_json_keeps_the_commit(project: Path, content: str) -> N
     ctx, result = run_cmd(project, script)
     assert result.status == RunStatus.COMPLETED, result.error
     md = read_metadata(ctx.run_dir)
-    assert md.model_extra.get("outcome_commit"), md.model_extra
+    assert md.outcome_commit, md.outcome_error
     import git
 
     repo = git.Repo(ctx.layout.outcome_repo_dir)
-    tree = repo.commit(md.model_extra["outcome_commit"]).tree
+    tree = repo.commit(md.outcome_commit).tree
     assert json.loads((tree / "good" / "outcome.json").data_stream.read()) == {"answer": 42}
     names = {item.path for item in tree.traverse()}
     assert not any(".." in n or n.startswith("/") or "passwd" in n for n in names)
@@ -80,7 +80,7 @@ def _committed_file(ctx: RunContext, path: str) -> bytes:
     import git
 
     md = read_metadata(ctx.run_dir)
-    return (git.Repo(ctx.layout.outcome_repo_dir).commit(md.model_extra["outcome_commit"]).tree / path).data_stream.read()
+    return (git.Repo(ctx.layout.outcome_repo_dir).commit(md.outcome_commit).tree / path).data_stream.read()
 
 
 HOSTILE_COMPONENT = """

@@ -135,7 +135,7 @@ def test_pooled_run_deadline_holds_with_its_supervisor_gone(project: Path, docke
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     md = read_metadata(run_dir)
-    assert md.model_extra.get("warm_pool_slot")
+    assert md.warm_pool_slot
     cid = md.container_id
     end = time.monotonic() + 60
     while time.monotonic() < end and docker_api.inspect_container(cid)["State"]["Running"]:

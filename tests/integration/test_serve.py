@@ -45,7 +45,7 @@ def test_exec_runs_through_the_server(project: Path, server: dict[str, str]) -> 
     assert "hello via serve" in res.stdout
     run_id = next(line.split()[1] for line in res.stderr.splitlines() if line.startswith("run "))
     md = read_metadata(project / "runs" / run_id)
-    assert md.status == "completed" and md.model_extra.get("warm_pool_slot")
+    assert md.status == "completed" and md.warm_pool_slot
     bad = subprocess.run([*CLI, "exec", "--json", "--", "sh", "-c", "exit 5"], cwd=project, env=server,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and json.loads(bad.stdout)["exit_code"] == 5
@@ -59,7 +59,7 @@ def test_other_project_falls_back_to_in_process(project: Path, server: dict[str,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     md = read_metadata(Path(json.loads(res.stdout)["run_dir"]))
-    assert "warm_pool_slot" not in (md.model_extra or {}) and md.supervisor["pid"] != os.getpid()
+    assert md.warm_pool_slot is None and md.supervisor["pid"] != os.getpid()
 
 
 def test_client_interrupt_cancels_the_served_run(project: Path, server: dict[str, str], docker_api) -> None:

@@ -39,7 +39,7 @@ def test_hostile_outcome(project, host, runtime, record_result, content) -> None
     script = f"mkdir -p good bad && echo '{{\"a\": 1}}' > good/outcome.json && printf '%s' '{content}' > bad/outcome.json"
     got = attack(name, project, host, runtime, sh(script), expect=COMPLETED, record=record_result,
                  defends="depth/type-checked JSON; per-file skip, commit keeps the rest")
-    assert got.metadata.model_extra.get("outcome_commit")
+    assert got.metadata.outcome_commit
 
 
 def test_sparse_outcome_flood(project, host, runtime, record_result) -> None:

@@ -31,7 +31,7 @@ def test_failed_in_process_run_records_reason_logs_and_reference(project: Path) 
     logs = [json.loads(x) for x in (ctx.trace_dir / "logs.jsonl").read_text().splitlines()]
     events = [(r["source"], r["event"], r["fields"].get("node")) for r in logs]
     assert ("runner", "node started", "bad.work.first") in events and ("runner", "node failed", "bad.work.explode") in events
-    assert (md.model_extra or {}).get("outcome_branch") == f"run/{ctx.run_id}"
+    assert md.outcome_branch == f"run/{ctx.run_id}"
 
 
 def test_completed_in_process_run_and_runs_show(project: Path) -> None:

@@ -116,7 +116,7 @@ def test_warm_pool_and_recovery(tmp_path: Path) -> None:
 
     results = asyncio.run(go())
     assert all(r.ok for r in results)
-    assert len({r.metadata.model_extra["warm_pool_slot"] for r in results}) == 3
+    assert len({r.metadata.warm_pool_slot for r in results}) == 3
     assert engine.containers == {} and not list((tmp_path / "runs" / ".pool").glob("pool_*"))
 
     # an orphan: a container whose supervisor pid is dead, of a run that never started
