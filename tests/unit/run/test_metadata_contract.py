@@ -20,10 +20,8 @@ def test_every_field_the_code_records_is_declared() -> None:
     used: dict[str, str] = {}
     for path in (ROOT / "dad_sandbox").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "record":
-                used.update({kw.arg: str(path.relative_to(ROOT)) for kw in node.keywords if kw.arg})
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "to_thread" and node.args and \
-                    getattr(node.args[0], "attr", None) == "record":  # asyncio.to_thread(ctx.record, field=...)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "record" or isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "to_thread" and node.args and \
+                    getattr(node.args[0], "attr", None) == "record":
                 used.update({kw.arg: str(path.relative_to(ROOT)) for kw in node.keywords if kw.arg})
     undeclared = {k: where for k, where in used.items() if k not in RunMetadata.model_fields}
     assert not undeclared, f"record() fields missing from RunMetadata: {undeclared}"
