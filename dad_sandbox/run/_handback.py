@@ -85,7 +85,11 @@ class _Walk:
         new = (mode & ~STRIP_BITS) | (stat.S_IRWXU if is_dir else 0)
         if new != mode:
             os.chmod(target, new)
-            if mode & STRIP_BITS:
+            # A folder made under a setgid folder inherits setgid (the run dir is setgid while a
+            # root host lends it to the run's group): stripped all the same, but not something the
+            # run did, so it is not counted (nor warned about) unless more than that was set.
+            inherited = is_dir and mode & STRIP_BITS == stat.S_ISGID
+            if mode & STRIP_BITS and not inherited:
                 self.done.stripped += 1
 
     def open_dir(self, parent: int | None, name: str | Path) -> int | None:

@@ -182,3 +182,16 @@ def test_unprivileged_owner_unlocks_its_folders(own_tmp: Path) -> None:
         pytest.skip(f"uid 65534 cannot run this checkout's python: {done.stderr[-200:]}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert not [p for p, m in modes(tree) if not stat.S_ISLNK(m) and bad(m)]
+
+
+def test_inherited_setgid_on_folders_is_stripped_but_not_counted(tmp_path: Path) -> None:
+    """A folder whose only extra bit is setgid (inherited from a setgid parent) is cleaned silently; 2777 still counts."""
+    tree = tmp_path / "run"
+    (tree / "node").mkdir(parents=True)
+    (tree / "node").chmod(0o2755)
+    (tree / "open").mkdir()
+    (tree / "open").chmod(0o2777)
+    done = hand_back_tree(tree)
+    assert stat.S_IMODE((tree / "node").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tree / "open").stat().st_mode) == 0o775
+    assert done.stripped == 1
