@@ -82,8 +82,10 @@ if pgrep -x dockerd >/dev/null 2>&1; then
 else
   log "starting dockerd (no bridge, no iptables, no masquerading); log: $log_file"
   mkdir -p "$(dirname "$log_file")"
+  # Its own session (setsid): a signal to the caller's process group (`timeout make test`, Ctrl-C,
+  # a CI job being cancelled) must not take the engine - and every other user's runs - with it.
   # shellcheck disable=SC2086 # extra args are meant to split
-  nohup dockerd --config-file "$config" --bridge=none --iptables=false --ip-masq=false ${DAD_ENGINE_EXTRA_ARGS:-} \
+  setsid nohup dockerd --config-file "$config" --bridge=none --iptables=false --ip-masq=false ${DAD_ENGINE_EXTRA_ARGS:-} \
     >>"$log_file" 2>&1 </dev/null &
   # Marks the engine as ours: tests that restart the engine only do so when this pid is the daemon.
   echo $! > "$pidfile"
