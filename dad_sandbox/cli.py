@@ -625,5 +625,12 @@ def image_build(force: bool) -> None:
         raise SandboxError(f"image build failed (exit {code})")
 
 
+# ---------------------------------------------------------------------------- sessions
+
+from dad_sandbox._session_cli import session_group  # noqa: E402  (stdlib + click only: no import cost)
+
+main.add_command(session_group)
+
+
 if __name__ == "__main__":
     main()

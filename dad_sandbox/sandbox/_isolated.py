@@ -26,7 +26,7 @@ from dad_sandbox.errors import (
     StaticInputsError,
 )
 from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.sandbox._output import Observer
+from dad_sandbox.sandbox._output import LineHook, Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._pool import Slot
 from dad_sandbox.sandbox._result import RunResult
@@ -68,12 +68,14 @@ class IsolatedExecution:
         timeout: float | None = None,
         on_event: Observer | None = None,
         slot: Slot | None = None,
+        on_line: LineHook | None = None,
     ) -> None:
         self.run_context = run_context
         self._policy_arg = policy
         self._timeout = timeout
         self._engine = engine
         self._on_event = on_event
+        self._on_line = on_line
         self._slot = slot
         self._state = ExecutionState.UNOPENED
         self._used = False
@@ -137,7 +139,7 @@ class IsolatedExecution:
         return await self._launch(policy, Launch(command=list(argv)))
 
     async def _launch(self, policy: Policy, launch: Launch) -> RunResult:
-        supervisor = RunSupervisor(self.run_context, policy, self.engine, observer=self._on_event)
+        supervisor = RunSupervisor(self.run_context, policy, self.engine, observer=self._on_event, on_line=self._on_line)
         with structlog.contextvars.bound_contextvars(run_id=self.run_context.run_id):
             if self._slot is not None:
                 return await supervisor.run_pooled(self._slot, launch)

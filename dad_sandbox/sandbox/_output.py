@@ -27,6 +27,8 @@ TAIL_BYTES = 8 << 10
 
 #: Receives each structured runner record (``{"event": "node started", "node": …}``) as it arrives.
 Observer = Callable[[dict[str, Any]], None]
+#: Receives (stream, text) of each plain output line the sink kept (live events); must not block.
+LineHook = Callable[[str, str], None]
 
 
 def _valid_metric(obj: Any) -> dict[str, Any] | None:
@@ -93,9 +95,10 @@ class OutputSink:
 
     def __init__(
         self, fd: int, *, limit: int, run_id: str, metrics_fd: int | None = None, observer: Observer | None = None,
-        channel: str | None = None,
+        channel: str | None = None, on_line: LineHook | None = None,
     ) -> None:
         self._fd = fd
+        self.on_line = on_line
         self._metrics_fd = metrics_fd
         self._observer = observer
         self._limit = limit
@@ -171,6 +174,11 @@ class OutputSink:
             return
         self.info.bytes_kept += raw
         self.info.lines_kept += 1
+        if self.on_line is not None and record.get("source") == "container":
+            try:
+                self.on_line(stream, str(record["message"]))
+            except Exception:  # a consumer's fault never reaches the sink
+                self.on_line = None
 
     def _structured(self, payload: bytes, now: str) -> dict[str, object] | None:
         """A runner log record or metric (``{}`` when routed to metrics), or None for plain output."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import shutil
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, ExecutionStateError
 from dad_sandbox.run import RunContext, RunStatus
 from dad_sandbox.sandbox import _labels
+from dad_sandbox.sandbox._events import MAX_BYTES, EventFeed, RunEvent
 from dad_sandbox.sandbox._isolated import IsolatedExecution
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._pool import POOL_LABEL, Slot, WarmPool, pointer_file
@@ -64,12 +65,21 @@ class Orphan:
 class RunHandle:
     """A submitted run: its id at once, its status as it goes, its result when done."""
 
-    def __init__(self, ctx: RunContext, task: asyncio.Task[RunResult]) -> None:
+    def __init__(self, ctx: RunContext, task: asyncio.Task[RunResult], feed: EventFeed | None = None) -> None:
         self.context = ctx
         self.run_id = ctx.run_id
         self.run_dir = ctx.run_dir
         self._task = task
+        self._feed = feed
         task.add_done_callback(self._settle)
+        if feed is not None:  # after _settle (callbacks run in order): the status is final by then
+            task.add_done_callback(lambda _: feed.close(ctx.metadata.status.value))
+
+    def events(self) -> AsyncIterator[RunEvent]:
+        """Output lines, runner records and, last, the status, as they come (bounded: see ``_events``)."""
+        if self._feed is None:
+            raise ExecutionStateError("this handle has no live events (it was not made by Supervisor.submit)")
+        return self._feed.stream()
 
     def _settle(self, task: asyncio.Task[RunResult]) -> None:
         """Give a run that ended without reaching its supervisor's finalizer its terminal status.
@@ -241,19 +251,22 @@ class Supervisor:
             raise
         for key, value in (static_inputs or {}).items():
             ctx.register_node_static_input(key, value)
-        task = asyncio.create_task(self._run(ctx, list(argv) if argv else None, component, run_policy, timeout, slot))
-        handle = RunHandle(ctx, task)
+        feed = EventFeed(asyncio.get_running_loop(), max_bytes=min(run_policy.output_limit, MAX_BYTES))
+        task = asyncio.create_task(self._run(ctx, list(argv) if argv else None, component, run_policy, timeout, slot, feed))
+        handle = RunHandle(ctx, task, feed)
         self._handles.append(handle)
         return handle
 
     async def _run(
         self, ctx: RunContext, argv: list[str] | None, component: str | None, policy: Policy, timeout: float | None,
-        slot: Slot | None = None,
+        slot: Slot | None = None, feed: EventFeed | None = None,
     ) -> RunResult:
         assert self._slots is not None
         try:
             async with self._slots:
-                async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout, slot=slot) as execution:
+                async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout, slot=slot,
+                                             on_event=feed.record if feed else None,
+                                             on_line=feed.output if feed else None) as execution:
                     if component is not None:
                         return await execution.run_component(component)
                     assert argv is not None

@@ -350,6 +350,20 @@ class Session:
             with contextlib.suppress(BaseException):
                 await stopper
 
+    @property
+    def seconds_left(self) -> float:
+        """Seconds until the session's deadline (0 once past it, or before it started)."""
+        return max(self._deadline - time.time(), 0.0) if self._deadline else 0.0
+
+    async def wait_ended(self) -> None:
+        """Until the session's run ends without ``close`` (its deadline, a kill, the container exiting).
+
+        For a process that holds a session for others (``dad-sandbox session start``) and must
+        notice its end.
+        """
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
     def _require_open(self) -> str:
         if self._state is not SessionState.OPEN or self.container_id is None:
             raise SessionError(f"this session is {self._state.value}: use it inside `async with Session(...) as s:`")

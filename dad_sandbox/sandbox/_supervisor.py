@@ -32,7 +32,7 @@ from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _egress_proxy, _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._open_files import deleted_open_bytes
-from dad_sandbox.sandbox._output import Observer, OutputSink, attach_output
+from dad_sandbox.sandbox._output import LineHook, Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._pool import Slot, pointer_file
 from dad_sandbox.sandbox._report import report_reason, reported_component_id
@@ -119,11 +119,13 @@ async def _to_the_end(task: asyncio.Future[Any]) -> bool:
 class RunSupervisor:
     """Runs one :class:`Launch` for a set-up :class:`RunContext` under a :class:`Policy`."""
 
-    def __init__(self, ctx: RunContext, policy: Policy, engine: Engine, *, observer: Observer | None = None) -> None:
+    def __init__(self, ctx: RunContext, policy: Policy, engine: Engine, *, observer: Observer | None = None,
+                 on_line: LineHook | None = None) -> None:
         self.ctx = ctx
         self.policy = policy
         self.engine = engine
         self.observer = observer
+        self.on_line = on_line
 
     # ------------------------------------------------------------------ entry points
 
@@ -277,13 +279,14 @@ class RunSupervisor:
         if slot is not None:  # a warm-pool container: output attached and files open since it was made
             logs_fd, metrics_fd, sink = slot.logs_fd, slot.metrics_fd, slot.sink
             sink.retarget(self.ctx.run_id, self.observer, watch.channel)
+            sink.on_line = self.on_line
             watch.pump = slot.pump
         else:
             with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
                 logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
                 metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
             sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
-                              observer=self.observer, channel=watch.channel)
+                              observer=self.observer, channel=watch.channel, on_line=self.on_line)
         try:
             if watch.cancelled:  # cancelled before the container could start: finalize, then re-raise
                 raise asyncio.CancelledError
