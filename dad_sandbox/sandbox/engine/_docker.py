@@ -54,6 +54,34 @@ async def run_blocking(fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, ctx.run, fn)
 
 
+async def run_in_daemon_thread(fn: Callable[[], T], *, name: str) -> T:
+    """Run ``fn`` in a daemon thread of its own (with the caller's contextvars) and await its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def runner() -> None:
+        try:
+            result = ctx.run(fn)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=runner, name=name, daemon=True).start()
+    return await future
+
+
 _retry_transient = retry(
     retry=retry_if_exception(is_transient),
     stop=stop_after_attempt(4),
@@ -247,6 +275,15 @@ class DockerEngine(Engine):
     async def stream_output(
         self, container_id: str, on_output: OutputCallback, *, on_attached: Callable[[], None] | None = None
     ) -> None:
+        """Pump the container's output into ``on_output`` until the stream ends.
+
+        The pump blocks for the whole run, so it gets a daemon thread of its own rather than a pool
+        thread: a stream the engine never ends (seen after engine restarts and for containers that
+        never started) must not keep the interpreter from exiting. Cancelling this coroutine closes
+        the stream, which ends the thread's blocking read.
+        """
+        streams: list[Any] = []
+
         def pump() -> None:
             # A client without a read timeout (a quiet container must not end its own output
             # stream), with the version already negotiated so that making it costs no request.
@@ -254,6 +291,7 @@ class DockerEngine(Engine):
             try:
                 with map_docker_errors("streaming the container's output"):
                     frames = client.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
+                    streams.append(frames)
                     if on_attached is not None:
                         on_attached()
                     for out, err in frames:
@@ -264,7 +302,13 @@ class DockerEngine(Engine):
             finally:
                 client.close()
 
-        await run_blocking(pump)
+        try:
+            await run_in_daemon_thread(pump, name=f"dad-output-{container_id[:12]}")
+        except asyncio.CancelledError:
+            for frames in streams:
+                with contextlib.suppress(Exception):
+                    frames.close()
+            raise
 
     async def open_stdin(self, container_id: str) -> Any:
         def attach() -> Any:

@@ -116,3 +116,29 @@ def test_every_error_derives_from_base() -> None:
         if obj.__module__ == "dad_sandbox.errors":
             assert issubclass(obj, errors.DadSandboxError)
     assert issubclass(errors.RunTimedOut, TimeoutError)
+
+
+def test_blocking_pumps_run_in_daemon_threads() -> None:
+    """A blocking engine stream runs in a daemon thread, so one that never ends cannot hold up interpreter exit."""
+    import asyncio
+    import threading
+
+    import pytest
+
+    from dad_sandbox.sandbox.engine._docker import run_in_daemon_thread
+
+    seen: list[bool] = []
+
+    def work() -> int:
+        seen.append(threading.current_thread().daemon)
+        return 7
+
+    def fail() -> None:
+        raise KeyError("boom")
+
+    async def go() -> int:
+        with pytest.raises(KeyError):
+            await run_in_daemon_thread(fail, name="t-fail")
+        return await run_in_daemon_thread(work, name="t-work")
+
+    assert asyncio.run(go()) == 7 and seen == [True]
