@@ -43,10 +43,14 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     raise ExecutionStateError("dad_sandbox.sync functions cannot run inside an event loop; await the async API instead")
 
 
-async def _exec(
-    ctx: RunContext, argv: list[str], policy: str | Path | Policy, timeout: float | None, on_event: Any = None,
+async def _launch(
+    ctx: RunContext, what: list[str] | str, policy: str | Path | Policy, timeout: float | None, on_event: Any = None,
     reproduction: Reproduction | None = None,
 ) -> RunResult:
+    """Run ``what`` - an argv, or a component's ``module:attr`` - in its own container and wait for it.
+
+    A re-run or replay first checks that the recorded image id still exists (else ``image_missing``).
+    """
     async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
         if reproduction is not None:
             try:
@@ -54,7 +58,9 @@ async def _exec(
             except ImageNotFound as exc:
                 ctx.record(status=RunStatus.FAILED, reason="image_missing", error=str(exc))
                 raise
-        return await execution.run_command(argv)
+        if isinstance(what, str):
+            return await execution.run_component(what)
+        return await execution.run_command(what)
 
 
 def exec_command(
@@ -71,23 +77,10 @@ def exec_command(
     ctx = RunContext("exec", project_root, run_root=run_root)
     ctx.setup_run(run_id_prefix=run_id_prefix)
     try:
-        return run_sync(_exec(ctx, argv, policy, timeout, on_event))
+        return run_sync(_launch(ctx, argv, policy, timeout, on_event))
     except KeyboardInterrupt:
         return _interrupted(ctx)
 
-
-async def _run(
-    ctx: RunContext, reference: str, policy: str | Path | Policy, timeout: float | None, on_event: Any = None,
-    reproduction: Reproduction | None = None,
-) -> RunResult:
-    async with IsolatedExecution(ctx, policy, timeout=timeout, on_event=on_event) as execution:
-        if reproduction is not None:
-            try:
-                await check_image_present(execution.engine, reproduction)
-            except ImageNotFound as exc:
-                ctx.record(status=RunStatus.FAILED, reason="image_missing", error=str(exc))
-                raise
-        return await execution.run_component(reference)
 
 
 def run_component(
@@ -154,7 +147,7 @@ def run_component(
     if replay_of is not None:
         ctx.record(replay_of=replay_of)
     try:
-        return run_sync(_run(ctx, reference, effective, None if reproduction else timeout, on_event, reproduction))
+        return run_sync(_launch(ctx, reference, effective, None if reproduction else timeout, on_event, reproduction))
     except KeyboardInterrupt:
         return _interrupted(ctx)
 
@@ -184,7 +177,7 @@ def replay(
         ctx.setup_run()
         ctx.record(reproduction=reproduction.to_json(), replay_of=run_id)
         try:
-            return run_sync(_exec(ctx, list(md.command), reproduction.policy, None, on_event, reproduction))
+            return run_sync(_launch(ctx, list(md.command), reproduction.policy, None, on_event, reproduction))
         except KeyboardInterrupt:
             return _interrupted(ctx)
     if not md.component or ":" not in md.component:
@@ -201,7 +194,7 @@ def replay(
     ctx.read_static_inputs()
     ctx.record(reproduction=reproduction.to_json(), replay_of=run_id)
     try:
-        return run_sync(_run(ctx, md.component, reproduction.policy, None, on_event, reproduction))
+        return run_sync(_launch(ctx, md.component, reproduction.policy, None, on_event, reproduction))
     except KeyboardInterrupt:
         return _interrupted(ctx)
 
