@@ -65,7 +65,7 @@ def session_group() -> None:
 @_json_opt
 def start_cmd(policy: str, timeout: str | None, run_root: Path | None, as_json: bool) -> None:
     from dad_sandbox._session_client import session_dir
-    from dad_sandbox.sandbox._server import _private_dir
+    from dad_sandbox.sandbox._resident_server import _private_dir
 
     directory = session_dir()
     _private_dir(directory)

@@ -168,7 +168,7 @@ def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json:
 
 def _served_exec(argv: list[str], policy: str, timeout: float | None, prefix: str | None, as_json: bool) -> None:
     """Run through a resident ``dad-sandbox serve`` for this project, if one listens; exits when done."""
-    from dad_sandbox._client import Unserved, served_exec
+    from dad_sandbox._resident_client import NoResidentServer, served_exec
 
     policy_ref = str(Path(policy).resolve()) if ("/" in policy or policy.endswith(".toml")) else policy
     request = {"argv": argv, "policy": policy_ref, "timeout": timeout, "prefix": prefix, "project_root": str(Path.cwd())}
@@ -179,7 +179,7 @@ def _served_exec(argv: list[str], policy: str, timeout: float | None, prefix: st
                 run_id = answer["run_id"]
             elif "result" in answer:
                 _finish(answer["result"], as_json, show_output=True)
-    except Unserved:
+    except NoResidentServer:
         if run_id is None:
             return
         raise
@@ -297,9 +297,9 @@ def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | Non
     if max_parallel < 1:
         raise SandboxError(f"--max-parallel {max_parallel}: give at least 1 (runs at the same time)", kind="invalid_argument")
 
-    from dad_sandbox._client import default_socket_path
+    from dad_sandbox._resident_client import default_socket_path
     from dad_sandbox.sandbox import Supervisor
-    from dad_sandbox.sandbox._server import SupervisorServer
+    from dad_sandbox.sandbox._resident_server import ResidentServer
 
     warm: dict[str, int] = {}
     for item in pools:
@@ -310,7 +310,7 @@ def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | Non
             warm[name] = int(size)
     supervisor = Supervisor(project_root=Path.cwd(), run_root=_run_root(run_root), max_parallel=max_parallel,
                             warm_pool=warm)
-    asyncio.run(SupervisorServer(supervisor, socket_path or default_socket_path()).serve_forever())
+    asyncio.run(ResidentServer(supervisor, socket_path or default_socket_path()).serve_forever())
 
 
 @main.group("runs", help="Inspect runs: ls, show, logs, trace, diff, export-otlp.")

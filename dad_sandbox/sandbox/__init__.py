@@ -12,16 +12,16 @@ from dad_sandbox._lazy import lazy_getattr
 _EXPORTS = {
     "ExecutionState": "dad_sandbox.sandbox._isolated",
     "IsolatedExecution": "dad_sandbox.sandbox._isolated",
-    "Orphan": "dad_sandbox.sandbox._service",
-    "OrphanAction": "dad_sandbox.sandbox._service",
+    "Orphan": "dad_sandbox.sandbox._supervisor",
+    "OrphanAction": "dad_sandbox.sandbox._supervisor",
     "ExecEvent": "dad_sandbox.sandbox._session",
     "ExecResult": "dad_sandbox.sandbox._session",
     "Policy": "dad_sandbox.sandbox._policy",
-    "RunHandle": "dad_sandbox.sandbox._service",
+    "RunHandle": "dad_sandbox.sandbox._supervisor",
     "RunResult": "dad_sandbox.sandbox._result",
     "Session": "dad_sandbox.sandbox._session",
     "SessionLimits": "dad_sandbox.sandbox._session",
-    "Supervisor": "dad_sandbox.sandbox._service",
+    "Supervisor": "dad_sandbox.sandbox._supervisor",
     "available_policies": "dad_sandbox.sandbox._policy",
     "load_policy": "dad_sandbox.sandbox._policy",
 }
@@ -51,5 +51,5 @@ if TYPE_CHECKING:
     from dad_sandbox.sandbox._isolated import ExecutionState, IsolatedExecution
     from dad_sandbox.sandbox._policy import Policy, available_policies, load_policy
     from dad_sandbox.sandbox._result import RunResult
-    from dad_sandbox.sandbox._service import Orphan, OrphanAction, RunHandle, Supervisor
     from dad_sandbox.sandbox._session import ExecEvent, ExecResult, Session, SessionLimits
+    from dad_sandbox.sandbox._supervisor import Orphan, OrphanAction, RunHandle, Supervisor

@@ -57,7 +57,7 @@ class EventFeed:
         self._put(RunEvent(kind="output", stream=stream, text=line), len(line))
 
     def record(self, record: dict[str, Any]) -> None:
-        """RunSupervisor's observer: a structured runner record."""
+        """ContainerRun's observer: a structured runner record."""
         self._put(RunEvent(kind="record", record=record), 256)
 
     def close(self, status: str) -> None:

@@ -26,12 +26,12 @@ from dad_sandbox.errors import (
     StaticInputsError,
 )
 from dad_sandbox.run import RunContext, RunStatus
+from dad_sandbox.sandbox._container_run import ContainerRun, Launch
 from dad_sandbox.sandbox._output import LineHook, Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._pool import Slot
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import CONTAINER_PROJECT
-from dad_sandbox.sandbox._supervisor import Launch, RunSupervisor
 from dad_sandbox.sandbox.engine import Engine
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class IsolatedExecution:
         return await self._launch(policy, Launch(command=list(argv)))
 
     async def _launch(self, policy: Policy, launch: Launch) -> RunResult:
-        supervisor = RunSupervisor(self.run_context, policy, self.engine, observer=self._on_event, on_line=self._on_line)
+        supervisor = ContainerRun(self.run_context, policy, self.engine, observer=self._on_event, on_line=self._on_line)
         with structlog.contextvars.bound_contextvars(run_id=self.run_context.run_id):
             if self._slot is not None:
                 return await supervisor.run_pooled(self._slot, launch)

@@ -5,7 +5,7 @@
         result = await s.exec(["python3", "main.py"])        # ExecResult(exit_code=0, stdout="42\\n", ...)
 
 Why a run: the session's container is an ordinary run's container whose command is a waiter, so
-the supervisor (``RunSupervisor``) gives it everything a run has - the policy's limits, the
+the supervisor (``ContainerRun``) gives it everything a run has - the policy's limits, the
 deadline (enforced by the host and labelled on the container for recovery and ``gc``), metrics,
 cancellation, the final status and removal of the container. The session adds processes to that
 container with the engine's exec and records each as a span in ``.trace/trace.jsonl``, written by
@@ -41,10 +41,10 @@ from dad_sandbox.run import RunContext, RunStatus, _safe_fs
 from dad_sandbox.run._layout import TRACE_DIR, TRACE_FILE
 from dad_sandbox.runner._trace import Span
 from dad_sandbox.sandbox import _ownership
+from dad_sandbox.sandbox._container_run import ContainerRun, Launch
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import container_run_dir
-from dad_sandbox.sandbox._supervisor import Launch, RunSupervisor
 from dad_sandbox.sandbox._units import parse_duration
 from dad_sandbox.sandbox.engine import Engine, ExecSpec
 
@@ -272,7 +272,7 @@ class Session:
         self._user = _ownership.resolve_user(policy.user).docker_user
         with _safe_fs.opened_dir(ctx.run_dir, TRACE_DIR) as fd:
             self._trace_fd = _safe_fs.open_append(fd, TRACE_FILE)
-        supervisor = RunSupervisor(ctx, policy, self.engine)
+        supervisor = ContainerRun(ctx, policy, self.engine)
         with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
             self._task = asyncio.create_task(supervisor.run(Launch(command=list(WAITER))))
         try:

@@ -31,8 +31,8 @@ from dad_sandbox._logging import configure_logging, get_logger
 from dad_sandbox._session_client import session_dir
 from dad_sandbox._signals import CANCEL_SIGNALS
 from dad_sandbox.errors import DadSandboxError, SessionError, SessionLimitError
+from dad_sandbox.sandbox._resident_server import _peer_uid, _private_dir
 from dad_sandbox.sandbox._result import RunResult
-from dad_sandbox.sandbox._server import _peer_uid, _private_dir
 from dad_sandbox.sandbox._session import Session
 
 log = get_logger(__name__)

@@ -1,645 +1,419 @@
-"""The host-side supervisor of one run: create, start, watch, and finalize a container.
+"""``Supervisor``: many runs at once, bounded, plus recovery of runs whose supervisor died.
 
-Why the order of the exit path matters: the container's state (exit code, ``OOMKilled``) is read
-BEFORE the container is removed, the final status is written by the host only, and the container
-is removed even when the caller is cancelled - the exit path runs as its own task shielded from
-cancellation, so a second Ctrl-C cannot leave a container behind.
+    async with Supervisor(max_parallel=8, run_root="runs") as sup:     # recovers orphans on entry
+        handle = sup.submit(["python3", "-c", "print(1)"])
+        result = await handle.wait()
 
-The same watch-and-finalize path serves a fresh run (:meth:`RunSupervisor.run`) and a run whose
-supervisor died and that a later supervisor re-attaches to (:meth:`RunSupervisor.resume`).
+Ownership is read from container labels only (``dad.run_id``, ``dad.supervisor.*``), never from
+names. A container whose supervisor process is gone (same host, pid dead or recycled) is an
+orphan: a still-running one is re-attached and its stored deadline enforced; an exited one is read
+and finalized; one that cannot be tied to a readable run is ``abandoned`` and removed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
-import json
-import os
-import secrets
-import sys
-import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import enum
+import shutil
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dad_sandbox._logging import get_logger
-from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
-from dad_sandbox.run import RunContext, RunStatus, _hostile, _safe_fs
-from dad_sandbox.run._collect import Collected, collect_runner_files
-from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
-from dad_sandbox.run._usage import DirUsage, dir_usage
-from dad_sandbox.sandbox import _egress_proxy, _labels, _ownership
-from dad_sandbox.sandbox._classify import classify, signal_name
-from dad_sandbox.sandbox._open_files import deleted_open_bytes
-from dad_sandbox.sandbox._output import LineHook, Observer, OutputSink, attach_output
-from dad_sandbox.sandbox._policy import Policy
-from dad_sandbox.sandbox._pool import Slot, pointer_file
-from dad_sandbox.sandbox._report import report_reason, reported_component_id
+from dad_sandbox.errors import DadSandboxError, ExecutionStateError
+from dad_sandbox.run import RunContext, RunStatus
+from dad_sandbox.sandbox import _labels
+from dad_sandbox.sandbox._container_run import ContainerRun
+from dad_sandbox.sandbox._events import MAX_BYTES, EventFeed, RunEvent
+from dad_sandbox.sandbox._isolated import IsolatedExecution
+from dad_sandbox.sandbox._policy import Policy, load_policy
+from dad_sandbox.sandbox._pool import POOL_LABEL, Slot, WarmPool, pointer_file
 from dad_sandbox.sandbox._result import RunResult
-from dad_sandbox.sandbox._spec import (
-    INIT_DEADLINE_EXIT,
-    INIT_DEADLINE_GRACE,
-    REQUEST_ENV,
-    build_spec,
-    container_env_params,
-)
-from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
+from dad_sandbox.sandbox.engine import ContainerState, Engine
 
 log = get_logger(__name__)
 
-OUTPUT_DRAIN_TIMEOUT = 10.0
-#: Budget of the host's work on one finished run's files (collection, walks, hand-back); it runs in
-#: a worker thread, so it never holds up another run's deadline on the event loop.
-FILES_BUDGET_SECONDS = 30.0
-#: After the engine vanished mid-run, how long to wait for it to come back to read and remove.
-ENGINE_RETURN_TIMEOUT = 30.0
+
+class OrphanAction(enum.StrEnum):
+    """What recovery or gc did with a container."""
+
+    REATTACHED = "reattached"
+    FINALIZED = "finalized"
+    ABANDONED = "abandoned"
+    REMOVED = "removed"  # its run was already final: only the container was left
+    SKIPPED = "skipped"  # owned by a live supervisor or another host
+    WOULD_CLEAN = "would_clean"  # gc --dry-run
 
 
 @dataclass(frozen=True, slots=True)
-class Launch:
-    """What to run: a command line, plus (for components) the request the entrypoint reads."""
-
-    command: list[str]
-    request: dict[str, Any] | None = None
-    component: str | None = None
-
-
-@dataclass(slots=True)
-class _Watch:
-    """What happened while the container ran; filled in by the watchers, read by the finalizer."""
+class Orphan:
+    """One container found by label, what became of it, and the run's final status if known."""
 
     container_id: str
-    component: str | None
-    user: _ownership.RunUser
-    deadline: float
-    channel: str | None = None  # prefix of runner records on stderr; None for a plain command
-    deadline_hit: bool = False
-    cancelled: bool = False
-    started: bool = False  # the engine started the container (a never-started one has no output to drain)
-    limit_hit: str | None = None
-    engine_lost: bool = False
-    failure: BaseException | None = None
-    peak_memory: int | None = None
-    cpu_ns: int | None = None
-    samples: int = 0
-    run_dir_bytes: int | None = None
-    limit_detail: str | None = None
-    pid: int | None = None  # host pid of the container's first process, for open-but-deleted files
-    pump: asyncio.Task[Any] | None = None  # the output stream; drained, never cancelled first
-    egress: _egress_proxy.EgressProxy | None = None  # policy network = "allowlist": closed in finalization
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # monitor, import warm-up: cancelled at the end
+    run_id: str
+    run_dir: str | None
+    state: str
+    owner: str
+    action: OrphanAction
+    status: str | None = None
+    detail: str | None = None
 
 
-@dataclass(slots=True)
-class _Files:
-    """What the host found in a finished run's directory (see ``RunSupervisor._settle_files``)."""
+class RunHandle:
+    """A submitted run: its id at once, its status as it goes, its result when done."""
 
-    usage: DirUsage = field(default_factory=lambda: DirUsage(0, 0, False, "not measured"))
-    collected: Collected = field(default_factory=Collected)
-    tampering: list[str] = field(default_factory=list)
+    def __init__(self, ctx: RunContext, task: asyncio.Task[RunResult], feed: EventFeed | None = None) -> None:
+        self.context = ctx
+        self.run_id = ctx.run_id
+        self.run_dir = ctx.run_dir
+        self._task = task
+        self._feed = feed
+        task.add_done_callback(self._settle)
+        if feed is not None:  # after _settle (callbacks run in order): the status is final by then
+            task.add_done_callback(lambda _: feed.close(ctx.metadata.status.value))
 
+    def events(self) -> AsyncIterator[RunEvent]:
+        """Output lines, runner records and, last, the status, as they come (bounded: see ``_events``)."""
+        if self._feed is None:
+            raise ExecutionStateError("this handle has no live events (it was not made by Supervisor.submit)")
+        return self._feed.stream()
 
-async def _to_the_end(task: asyncio.Future[Any]) -> bool:
-    """Wait for ``task`` to finish even if we are cancelled meanwhile; return whether we were.
+    def _settle(self, task: asyncio.Task[RunResult]) -> None:
+        """Give a run that ended without reaching its supervisor's finalizer its terminal status.
 
-    Why: an engine call already sent (create, start, a stdin write) happens whatever we do; its
-    outcome decides what cleaning up means (a container id to remove, a container that runs). The
-    caller re-raises the cancellation once it has acted on the outcome.
-    """
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            cancelled = True
-    return cancelled
-
-
-class RunSupervisor:
-    """Runs one :class:`Launch` for a set-up :class:`RunContext` under a :class:`Policy`."""
-
-    def __init__(self, ctx: RunContext, policy: Policy, engine: Engine, *, observer: Observer | None = None,
-                 on_line: LineHook | None = None) -> None:
-        self.ctx = ctx
-        self.policy = policy
-        self.engine = engine
-        self.observer = observer
-        self.on_line = on_line
-
-    # ------------------------------------------------------------------ entry points
-
-    async def run(self, launch: Launch) -> RunResult:
-        """Create and start a fresh container for the run and supervise it to the end."""
-        ctx, policy = self.ctx, self.policy
-        if ctx.metadata.status != RunStatus.INITIALIZED:
-            raise ExecutionStateError(
-                f"run {ctx.run_id} is already {ctx.metadata.status.value}; one run directory holds one run - "
-                "make a new RunContext and call setup_run() for another run"
-            )
-        try:
-            engine_info = await self.engine.info()
-        except EngineError as exc:
-            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
-            raise
-        except asyncio.CancelledError:
-            ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
-            raise
-        user = _ownership.resolve_user(policy.user)
-        _ownership.prepare(ctx.run_dir, user)
-        deadline = time.time() + policy.timeout
-        channel = secrets.token_hex(8) if launch.request is not None else None
-        request = {**launch.request, "channel": channel} if launch.request is not None else None
-        egress = await _egress_proxy.start_for(policy, ctx.run_id) if policy.network == "allowlist" else None
-        try:
-            spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=request, egress=egress)
-        except BaseException as exc:
-            if egress is not None:
-                await egress.close()
-            if isinstance(exc, DadSandboxError):  # refused before any container: final at once
-                ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
-            raise
-        self._record_start(launch, engine_info, deadline)
-        # The create call runs to its end even when we are cancelled meanwhile: the engine may be
-        # making the container right now, and only its id lets us remove it.
-        create = asyncio.ensure_future(self.engine.create(spec))
-        cancelled = await _to_the_end(create)
-        if create.cancelled() or create.exception() is not None:
-            error = create.exception() if not create.cancelled() else None
-            if cancelled or error is None:
-                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
-            else:
-                ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {error}")
-            _ownership.reclaim(ctx.run_dir, user)
-            if egress is not None:
-                await egress.close()
-            if cancelled or error is None:
-                raise asyncio.CancelledError
-            raise error
-        watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled, egress=egress)
-        return await self._supervise(watch, spec=spec)
-
-    def _record_start(self, launch: Launch, engine_info: dict[str, Any], deadline: float, **extra: Any) -> None:
-        """Save the effective policy beside the run and record what is about to run, and where."""
-        ctx, policy = self.ctx, self.policy
-        with _safe_fs.opened_dir(ctx.run_dir, TRACE_DIR) as fd:
-            _safe_fs.write_atomic(fd, POLICY_FILE, (policy.model_dump_json(indent=2) + "\n").encode(), durable=False)
-        identity = _labels.supervisor_identity()
-        seccomp = policy.seccomp_profile
-        ctx.record(
-            execution="isolated",
-            image=policy.image_ref,
-            runtime=policy.runtime,
-            engine={k: engine_info.get(k) for k in ("engine", "version", "api_version", "kernel")},
-            policy_name=policy.name,
-            policy_hash=policy.hash,
-            seccomp_profile=seccomp.name,
-            seccomp_hash=seccomp.sha256,  # sha256 of the profile file; None: the engine's own default
-            policy=policy.model_dump(mode="json"),
-            command=None if launch.component else launch.command,
-            component=launch.component,
-            supervisor={
-                "host": identity[_labels.SUPERVISOR_HOST],
-                "pid": int(identity[_labels.SUPERVISOR_PID]),
-                "deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
-            },
-            **extra,
-        )
-        log.info("run starting", run_id=ctx.run_id, image=policy.image_ref, policy=policy.name)
-
-    async def run_pooled(self, slot: Slot, launch: Launch) -> RunResult:
-        """Dispatch the run to a warm-pool container whose slot dir became this run's dir."""
-        ctx = self.ctx
-        t0 = time.perf_counter()
-        deadline = time.time() + self.policy.timeout
-        pointer = pointer_file(ctx.run_root, slot.slot_id)
-        pointer.write_text(str(ctx.run_dir))  # .pool is host-only: no container mounts it
-        try:
-            return await self._dispatch(slot, launch, deadline, t0)
-        finally:
-            with contextlib.suppress(OSError):
-                pointer.unlink()
-
-    async def _dispatch(self, slot: Slot, launch: Launch, deadline: float, t0: float) -> RunResult:
-        ctx = self.ctx
-        self._record_start(launch, await self.engine.info(), deadline, container_id=slot.container_id,
-                           warm_pool_slot=slot.slot_id)
-        env = {"DAD_RUN_ID": ctx.run_id}
-        channel = secrets.token_hex(8) if launch.request is not None else None
-        if launch.request is not None:
-            env[REQUEST_ENV] = json.dumps({**launch.request, "channel": channel,
-                                           "env_params": container_env_params(ctx, slot.slot_id)})
-        watch = _Watch(slot.container_id, launch.component, slot.user, deadline, channel, started=True)
-        write = asyncio.ensure_future(
-            self.engine.write_stdin(slot.stdin, (json.dumps({
-                "argv": launch.command, "env": env, "deadline": deadline + INIT_DEADLINE_GRACE,  # for dad-init
-            }) + "\n").encode())
-        )
-        watch.cancelled = await _to_the_end(write)  # finalized (container killed) below, then re-raised
-        if not write.cancelled() and write.exception() is not None:
-            watch.failure = write.exception()
-        dispatched = time.perf_counter() - t0
-        try:
-            self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC), dispatch_seconds=round(dispatched, 6))
-        except (UnsafePathError, OSError) as exc:
-            log.warning("could not write metadata while the run goes", run_id=ctx.run_id, error=str(exc))
-        # without a dispatched run the waiter never got its run: finalize as an engine failure
-        return await self._supervise(watch, spec=None, already_running=watch.failure is None, slot=slot)
-
-    async def resume(self, state: ContainerState) -> RunResult:
-        """Re-attach to a container whose supervisor died: enforce its stored deadline, then finalize.
-
-        Output the container wrote while nobody was attached is not recovered (the engine keeps no
-        copy, by design: it would be an unbounded file on the host); what was captured before stays.
+        A task cancelled before its first step never ran ``Supervisor._run``; a pre-flight failure
+        (bad policy, no engine) raised before any container. Neither may stay ``initialized``.
         """
-        stored = (self.ctx.metadata.supervisor or {}).get("deadline")
-        try:
-            # the deadline recorded at dispatch (a warm-pool container's label only bounds its idle time)
-            deadline = datetime.fromisoformat(stored).timestamp() if stored else float(state.labels[_labels.DEADLINE])
-        except (KeyError, ValueError):
-            deadline = 0.0
-        user = _ownership.resolve_user(self.policy.user)
-        watch = _Watch(state.id, self.ctx.metadata.component, user, deadline, started=state.started_at is not None)
-        if not state.running and state.finished_at is not None and state.finished_at.timestamp() > deadline:
-            watch.deadline_hit = True  # nobody was there to kill it; it ran past its deadline all the same
-        recovered_by = _labels.supervisor_identity()[_labels.SUPERVISOR]
-        self.ctx.record(supervisor={**(self.ctx.metadata.supervisor or {}), "recovered_by": recovered_by})
-        log.info("re-attaching to an orphaned run", run_id=self.ctx.run_id, container=state.id[:12], running=state.running)
-        return await self._supervise(watch, spec=None, already_running=state.running)
-
-    # ------------------------------------------------------------------ watching
-
-    async def _supervise(
-        self, watch: _Watch, *, spec: ContainerSpec | None, already_running: bool = False, slot: Slot | None = None
-    ) -> RunResult:
-        # Import the outcome repository code (GitPython, ~50 ms) while the engine starts the
-        # container, instead of after the run when the caller is waiting for its result.
-        if "dad_sandbox.run._outcome" not in sys.modules:
-            watch.tasks.append(asyncio.create_task(asyncio.to_thread(importlib.import_module, "dad_sandbox.run._outcome")))
-        if slot is not None:  # a warm-pool container: output attached and files open since it was made
-            logs_fd, metrics_fd, sink = slot.logs_fd, slot.metrics_fd, slot.sink
-            sink.retarget(self.ctx.run_id, self.observer, watch.channel)
-            sink.on_line = self.on_line
-            watch.pump = slot.pump
-        else:
-            with _safe_fs.opened_dir(self.ctx.run_dir, TRACE_DIR) as trace_fd:
-                logs_fd = _safe_fs.open_append(trace_fd, LOGS_FILE)
-                metrics_fd = _safe_fs.open_append(trace_fd, METRICS_FILE)
-            sink = OutputSink(logs_fd, limit=self.policy.output_limit, run_id=self.ctx.run_id, metrics_fd=metrics_fd,
-                              observer=self.observer, channel=watch.channel, on_line=self.on_line)
-        try:
-            if watch.cancelled:  # cancelled before the container could start: finalize, then re-raise
-                raise asyncio.CancelledError
-            await self._watch(watch, sink, metrics_fd, start=spec is not None,
-                              running=already_running or spec is not None, attach=slot is None)
-        except asyncio.CancelledError:
-            watch.cancelled = True
-            if not watch.started and watch.pump is not None:
-                # A created, never-started container writes nothing, and its output stream ends
-                # only when it is removed: do not let the finalizer wait for it.
-                watch.pump.cancel()
-            raise
-        except EngineUnavailable as exc:
-            watch.engine_lost = True
-            watch.failure = exc
-            log.error("lost the engine during the run", run_id=self.ctx.run_id, error=str(exc))
-        except BaseException as exc:
-            watch.failure = exc
-            raise
-        finally:
-            finalizer = asyncio.ensure_future(self._finalize(watch, sink, logs_fd, metrics_fd))
-            cancelled_while_finalizing = False
-            while not finalizer.done():
-                try:
-                    await asyncio.shield(finalizer)
-                except asyncio.CancelledError:
-                    cancelled_while_finalizing = True  # finish cleaning up first, re-raise after
-            if cancelled_while_finalizing and not watch.cancelled:
-                raise asyncio.CancelledError
-        return finalizer.result()
-
-    async def _watch(
-        self, watch: _Watch, sink: OutputSink, metrics_fd: int, *, start: bool, running: bool, attach: bool = True
-    ) -> None:
-        cid = watch.container_id
-        if running and attach:
-            await self._attach(watch, sink)
-        if start:
-            starting = asyncio.ensure_future(self.engine.start(cid))
-            cancelled = await _to_the_end(starting)  # a start in flight completes: we then know its state
-            watch.started = not starting.cancelled() and starting.exception() is None
-            if cancelled:
-                raise asyncio.CancelledError
-            starting.result()
-            try:
-                self.ctx.record(status=RunStatus.RUNNING, started_at=datetime.now(UTC), container_id=cid)
-            except (UnsafePathError, OSError) as exc:
-                # the run is tampering with its run dir already; the final write happens when it is gone
-                log.warning("could not write metadata while the run goes", run_id=self.ctx.run_id, error=str(exc))
-        if running:
-            watch.tasks.append(asyncio.create_task(self._monitor(watch, metrics_fd)))
-            code = await self.engine.wait(cid, timeout=watch.deadline - time.time())
-            if code is None:
-                watch.deadline_hit = True
-                log.warning("deadline passed: killing the container", run_id=self.ctx.run_id, timeout=self.policy.timeout)
-                await self.engine.kill(cid)
-            elif code == INIT_DEADLINE_EXIT and time.time() >= watch.deadline:
-                watch.deadline_hit = True  # dad-init enforced it first (this process was suspended or starved)
-
-    async def _attach(self, watch: _Watch, sink: OutputSink) -> None:
-        """Connect the output stream and wait until it is attached, so no early output is lost."""
-        def hold(pump: asyncio.Task[Any]) -> None:
-            watch.pump = pump
-
-        await attach_output(self.engine, watch.container_id, sink, pump_holder=hold)
-
-    async def _monitor(self, watch: _Watch, metrics_fd: int) -> None:
-        """Sample resource use into metrics.jsonl and enforce the run-dir quotas, every interval.
-
-        The run-dir walk runs in a worker thread with its own entry and time budget; when a walk
-        is slow (a run with many files), the next one waits up to twice as long (at most 5 s), so
-        the supervisor spends at most about a third of a core on any one run.
-        """
-        interval = self.policy.metrics_interval or 1.0
-        quota = self.policy.disk_quota
-        # The first sample waits a little: most short runs are over by then, and a stats call
-        # racing container start costs the engine (2 cores) more than the sample is worth.
-        await asyncio.sleep(min(interval, 0.2))
-        if quota is not None:
-            with contextlib.suppress(DadSandboxError):
-                watch.pid = (await self.engine.inspect(watch.container_id)).pid
-        while True:
-            sample = await self.engine.stats(watch.container_id) if self.policy.metrics_interval else None
-            if sample is not None:
-                peak = sample.get("memory_max_bytes") or sample.get("memory_bytes")
-                if peak is not None:
-                    watch.peak_memory = max(watch.peak_memory or 0, int(peak))
-                if sample.get("cpu_total_ns") is not None:
-                    watch.cpu_ns = int(sample["cpu_total_ns"])
-                watch.samples += 1
-            pause = interval
-            if quota is not None or self.policy.max_files is not None:
-                t0 = time.monotonic()
-                usage = await asyncio.to_thread(self._live_usage, watch)
-                # a slow walk (a huge tree) spaces out the next, but never beyond a few seconds:
-                # the gap between two walks bounds how far a fast writer can overshoot the quota
-                pause = max(interval, min(2 * (time.monotonic() - t0), 5.0))
-                watch.run_dir_bytes = usage.bytes
-                breach = self._quota_breach(usage)
-                if breach is not None:
-                    watch.limit_hit, watch.limit_detail = breach
-                    log.warning("run dir over its quota: stopping the run", run_id=self.ctx.run_id,
-                                bytes=usage.bytes, quota=quota, entries=usage.entries, problem=usage.problem)
-                    await self.engine.kill(watch.container_id)
-                    return
-            if sample is not None or watch.run_dir_bytes is not None:
-                record = {"ts": datetime.now(UTC).isoformat(), "run_id": self.ctx.run_id, "source": "supervisor",
-                          "name": "container.resources", **(sample or {}), "run_dir_bytes": watch.run_dir_bytes}
-                os.write(metrics_fd, (json.dumps(record) + "\n").encode())
-            await asyncio.sleep(pause)
-
-    def _usage(self, watch: _Watch) -> DirUsage:
-        """Walk the run dir within the policy's file-count budget (blocking: call it in a thread)."""
-        limit = self.policy.max_files
-        # A run sharing the host user's uid can chmod its folders; the owner repairs them to count.
-        repair = watch.user.uid == os.geteuid() and os.geteuid() != 0
-        return dir_usage(self.ctx.run_dir, max_entries=(limit if limit is not None else 10_000_000) + 1, repair=repair)
-
-    def _live_usage(self, watch: _Watch) -> DirUsage:
-        """The walk, plus what the run's processes hold in files they deleted (blocking)."""
-        usage = self._usage(watch)
-        held, complete = deleted_open_bytes(watch.pid)
-        if not held and complete:
-            return usage
-        return DirUsage(usage.bytes + held, usage.entries, usage.complete and complete,
-                        usage.problem or (None if complete else "too many open files to examine"))
-
-    def _quota_breach(self, usage: DirUsage) -> tuple[str, str] | None:
-        """``(reason, detail)`` when the run dir is over a quota or could not be measured (fails closed)."""
-        quota, limit = self.policy.disk_quota, self.policy.max_files
-        if quota is not None and usage.bytes > quota:
-            return "disk_quota", f"the run dir went over its disk quota of {quota} bytes ({usage.bytes} bytes)"
-        if limit is not None and usage.entries > limit:
-            return "file_quota", f"the run dir went over its limit of {limit} files and folders"
-        if not usage.complete:
-            return "disk_quota", f"the run dir could not be measured, so its quota could not be checked: {usage.problem}"
-        return None
-
-    # ------------------------------------------------------------------ finalizing
-
-    async def _finalize(self, watch: _Watch, sink: OutputSink, logs_fd: int, metrics_fd: int) -> RunResult:
-        ctx, engine, cid = self.ctx, self.engine, watch.container_id
-        problems: list[str] = []
-        for task in watch.tasks:
-            task.cancel()
-        if watch.cancelled or (watch.failure is not None and not watch.engine_lost):
-            await self._quietly(engine.kill(cid), problems)
-        state = await self._final_state(watch, problems)
-        await self._drain_output(watch, problems)
-        output = sink.finish()
-        if sink.internal_errors:
-            problems.append(f"{sink.internal_errors} output chunk(s) could not be recorded")
-        os.close(logs_fd)
-        os.close(metrics_fd)
-        # Everything that reads what the run wrote happens in a worker thread with its own budget.
-        files = await asyncio.to_thread(self._settle_files, watch, problems)
-        egress = await self._close_egress(watch, problems)
-        report = files.collected.report if watch.component else None
-
-        status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled,
-                                  limit_hit=watch.limit_hit, engine_lost=watch.engine_lost)
-        if watch.component and status == RunStatus.COMPLETED and (report or {}).get("status") != "completed":
-            status, reason = RunStatus.FAILED, "runner_report"
-        elif status == RunStatus.FAILED and reason == "exit_code":
-            reason = report_reason(report) or reason
-        breach = self._quota_breach(files.usage)
-        if breach is not None and status in (RunStatus.COMPLETED, RunStatus.FAILED) and reason not in ("disk_quota", "file_quota"):
-            status, reason = RunStatus.FAILED, breach[0]
-            watch.limit_hit, watch.limit_detail = breach
-        error = self._error_text(status, reason, state, report, sink, watch, problems)
-        resources: dict[str, Any] = {"samples": watch.samples, "run_dir_bytes": files.usage.bytes,
-                                     "run_dir_entries": files.usage.entries}
-        if watch.peak_memory is not None:
-            resources["peak_memory_bytes"] = watch.peak_memory
-        if watch.cpu_ns is not None:
-            resources["cpu_seconds"] = round(watch.cpu_ns / 1e9, 3)
-        if self.policy.memory:
-            resources["memory_limit_bytes"] = self.policy.memory
-        if state is not None and state.exit_code is not None and state.exit_code > 128:
-            resources["exit_signal"] = signal_name(state.exit_code - 128)
-        collection = files.collected.files
-        try:
-            md = await asyncio.to_thread(
-                ctx.record,
-                status=status,
-                reason=reason,
-                error=error,
-                container_id=cid,
-                image_id=state.image_id if state else None,
-                exit_code=state.exit_code if state else None,
-                output=output,
-                resources=resources,
-                collection={name: rep.to_json() for name, rep in collection.items()},
-                tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
-                **({"egress": egress} if egress is not None else {}),
-                **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
-            )
-        except Exception as exc:
-            log.error("could not record the run's details; recording its status alone", run_id=ctx.run_id, error=str(exc))
-            md = await asyncio.to_thread(ctx.record, status=status, reason=reason, container_id=cid,
-                                         error=f"{_hostile.text(error or '')}\n(details could not be recorded: {exc})")
-        async def remove() -> None:
-            try:
-                await engine.remove(cid)
-            except DadSandboxError as exc:
-                log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
-
-        # The final status is on disk; committing outcomes and removing the container are independent.
-        await asyncio.gather(asyncio.to_thread(self._commit_outcomes), remove())
-        md = ctx.metadata
-        log.info("run finished", run_id=ctx.run_id, status=md.status.value, reason=md.reason,
-                 duration_seconds=md.duration_seconds)
-        nodes = [
-            {k: n.get(k) for k in ("hierarchy_path", "status", "output", "duration_seconds")}
-            for n in (report or {}).get("nodes", [])
-        ]
-        return RunResult.from_metadata(md, ctx.run_dir, nodes)
-
-    def _settle_files(self, watch: _Watch, problems: list[str]) -> _Files:
-        """The host's whole work on a finished run's files; blocking, bounded, and it never raises.
-
-        Order: measure (repairing permissions a same-uid run took away), make sure ``.trace/`` is
-        the host's folder, hand the run dir back to the host user, then collect the runner's files.
-        """
-        ctx = self.ctx
-        files = _Files(tampering=list(ctx.metadata.tampering))
-        try:
-            files.usage = self._usage(watch)
-        except Exception as exc:
-            files.usage = DirUsage(0, 0, False, f"the walk failed: {exc}")
-        try:
-            planted = _safe_fs.ensure_plain_dir(ctx.run_dir, TRACE_DIR)
-            if planted:
-                files.tampering.append(f"{TRACE_DIR}/ was replaced by the run; the host moved it aside to {planted}")
-                log.warning("run dir tampering: .trace moved aside", run_id=ctx.run_id, moved_to=planted)
-        except Exception as exc:
-            problems.append(f"could not restore {TRACE_DIR}: {exc}")
-        try:
-            _ownership.reclaim(ctx.run_dir, watch.user)
-        except Exception as exc:
-            problems.append(f"could not hand the run dir back to uid {watch.user.host_uid}: {exc}")
-        try:
-            files.collected = collect_runner_files(ctx.run_dir, budget=FILES_BUDGET_SECONDS / 2)
-        except Exception as exc:
-            log.error("could not collect the runner's files", run_id=ctx.run_id, error=str(exc))
-            problems.append(f"could not collect the runner's files: {exc}")
-        return files
-
-    async def _close_egress(self, watch: _Watch, problems: list[str]) -> dict[str, Any] | None:
-        """Stop the run's egress proxy (the container is stopped) and write its attempts into the trace."""
-        if watch.egress is None:
-            return None
-        summary = await watch.egress.close()
-        try:
-            await asyncio.to_thread(_egress_proxy.write_trace, self.ctx.run_dir, watch.egress)
-        except Exception as exc:
-            problems.append(f"could not write the egress records: {exc}")
-        return summary
-
-    def _commit_outcomes(self) -> None:
-        try:
-            self.ctx.commit_outcomes()
-        except Exception as exc:
-            log.error("could not commit the run's outcomes", run_id=self.ctx.run_id, error=str(exc))
-
-    async def _final_state(self, watch: _Watch, problems: list[str]) -> ContainerState | None:
-        """The container's state, read BEFORE removal; after an engine loss, waits for it to return."""
-        engine, cid = self.engine, watch.container_id
-        end = time.monotonic() + (ENGINE_RETURN_TIMEOUT if watch.engine_lost else 0)
-        while True:
-            try:
-                state = await engine.inspect(cid)
-                if state.running:
-                    await self._quietly(engine.kill(cid), problems)
-                    state = await engine.inspect(cid)
-                return state
-            except EngineUnavailable as exc:
-                if not watch.engine_lost:  # the engine went away as the run ended: wait for it to return
-                    watch.engine_lost = True
-                    end = time.monotonic() + ENGINE_RETURN_TIMEOUT
-                    log.error("lost the engine while finalizing; waiting for it", run_id=self.ctx.run_id)
-                if time.monotonic() >= end:
-                    problems.append(f"could not read the container state: {exc}")
-                    return None
-                await asyncio.sleep(0.5)
-            except DadSandboxError as exc:
-                problems.append(f"could not read the container state: {exc}")
-                return None
-
-    async def _drain_output(self, watch: _Watch, problems: list[str]) -> None:
-        if watch.pump is None:
+        if self.context.metadata.status.is_terminal:
             return
-        _, pending = await asyncio.wait([watch.pump], timeout=OUTPUT_DRAIN_TIMEOUT)
-        for task in pending:
-            task.cancel()
-            problems.append("the output stream did not end in time; output may be incomplete")
-        for task in [watch.pump, *watch.tasks]:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                problems.append(f"output/metrics collection failed: {task.exception()}")
+        try:
+            if task.cancelled():
+                self.context.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+            elif task.exception() is not None:
+                self.context.record(status=RunStatus.FAILED, reason="preflight",
+                                    error=f"the run could not start: {task.exception()}")
+        except (DadSandboxError, OSError) as exc:
+            log.error("could not record how the run ended", run_id=self.run_id, error=str(exc))
+
+    @property
+    def status(self) -> RunStatus:
+        return self.context.metadata.status
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def wait(self) -> RunResult:
+        """The run's result, also for a failed or cancelled run (see ``RunResult.raise_for_status``).
+
+        Raises ``CancelledError`` only when the waiting task itself is cancelled (the run goes on),
+        and the pre-flight error when the run could not start at all (its status is then ``failed``).
+        """
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._task.cancelled() or (current is not None and current.cancelling()):
+                raise  # the waiter is being cancelled, not (only) the run
+            return RunResult.from_metadata(self.context.metadata, self.run_dir)
+
+    def cancel(self) -> None:
+        """Stop the run: its container is killed and removed, its status becomes ``cancelled``."""
+        self._task.cancel()
+
+
+class Supervisor:
+    """Runs many runs with at most ``max_parallel`` containers at once, and recovers orphans.
+
+    Args:
+        engine: the container engine (local Docker by default).
+        max_parallel: containers running at the same time; more submissions wait their turn.
+        policy: default policy of submitted runs.
+        project_root: default project root (mounted read-only).
+        run_root: where run dirs go (default ``<project_root>/runs``).
+        recover_on_start: run :meth:`recover` when entering ``async with``.
+        warm_pool: ``{policy_name: size}``: keep that many containers of each policy created and
+            started ahead. Each serves exactly one run; runs of that policy take one when ready
+            (cold start otherwise). Re-runs always start cold (they mount the previous run).
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine | None = None,
+        max_parallel: int = 4,
+        policy: str | Path | Policy = "untrusted",
+        project_root: Path | str = ".",
+        run_root: Path | str | None = None,
+        recover_on_start: bool = True,
+        warm_pool: dict[str, int] | None = None,
+    ) -> None:
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self._engine = engine
+        self.max_parallel = max_parallel
+        self.policy = load_policy(policy)
+        self.project_root = Path(project_root).resolve()
+        self.run_root = Path(run_root).resolve() if run_root is not None else self.project_root / "runs"
+        self.recover_on_start = recover_on_start
+        self._slots: asyncio.Semaphore | None = None
+        self._handles: list[RunHandle] = []
+        self._recovering: list[asyncio.Task[Any]] = []
+        self._open = False
+        self._pool_sizes = dict(warm_pool or {})
+        self._pools: dict[str, WarmPool] = {}
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from dad_sandbox.sandbox.engine._docker import default_engine
+
+            self._engine = default_engine()
+        return self._engine
+
+    async def __aenter__(self) -> Supervisor:
+        if self._open:
+            raise ExecutionStateError("this Supervisor is already open")
+        await self.engine.info()
+        self._slots = asyncio.Semaphore(self.max_parallel)
+        self._open = True
+        if self.recover_on_start:
+            await self.recover(wait=False)
+        for name, size in self._pool_sizes.items():
+            policy = load_policy(name)
+            pool = WarmPool(policy, size, self.engine, project_root=self.project_root, run_root=self.run_root)
+            self._pools[policy.hash] = pool
+            pool.start()
+        return self
+
+    async def pool_ready(self, timeout: float = 120.0) -> None:
+        """Wait until every warm pool is full."""
+        await asyncio.gather(*(p.wait_ready(timeout) for p in self._pools.values()))
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Wait for every submitted run; on an exception or cancellation, cancel them first."""
+        if exc[0] is not None:
+            for handle in self._handles:
+                handle.cancel()
+        pending = [h._task for h in self._handles] + self._recovering
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in self._pools.values()), return_exceptions=True)
+        self._pools.clear()
+        self._open = False
+
+    def cancel_all(self) -> int:
+        """Cancel every run not finished yet (``async with`` then waits for their clean-up); return how many."""
+        pending = [h for h in self._handles if not h.done()]
+        for handle in pending:
+            handle.cancel()
+        return len(pending)
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        argv: Sequence[str] | None = None,
+        *,
+        component: str | None = None,
+        policy: str | Path | Policy | None = None,
+        timeout: float | None = None,
+        run_id_prefix: str | None = None,
+        static_inputs: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Queue a command (``argv``) or a component (``"module:attribute"``) as a new run.
+
+        A component is named, never imported here: the container imports it, checks the static
+        inputs against its nodes before any node runs, and reports its id.
+
+        The run is set up at once (its id and directory exist when this returns); it starts when a
+        slot is free.
+        """
+        if not self._open or self._slots is None:
+            raise ExecutionStateError("use the Supervisor inside `async with Supervisor(...) as sup:`")
+        if (argv is None) == (component is None):
+            raise ValueError("submit() takes either argv or component, not both")
+        from dad_sandbox.runner import provisional_root_id
+
+        run_policy = load_policy(policy) if policy is not None else self.policy
+        # never imported here: the container imports the component and reports its real id
+        root_id = provisional_root_id(component) if component else "exec"
+        ctx = RunContext(root_id, self.project_root, run_root=self.run_root)
+        pool = self._pools.get(run_policy.hash) if timeout is None else None
+        slot = pool.take() if pool is not None else None
+        try:
+            ctx.setup_run(run_id_prefix=run_id_prefix, adopt_dir=slot.slot_dir if slot else None)
+        except BaseException:
+            if slot is not None and pool is not None:
+                asyncio.get_running_loop().create_task(pool._discard(slot))
+            raise
+        for key, value in (static_inputs or {}).items():
+            ctx.register_node_static_input(key, value)
+        feed = EventFeed(asyncio.get_running_loop(), max_bytes=min(run_policy.output_limit, MAX_BYTES))
+        task = asyncio.create_task(self._run(ctx, list(argv) if argv else None, component, run_policy, timeout, slot, feed))
+        handle = RunHandle(ctx, task, feed)
+        self._handles.append(handle)
+        return handle
+
+    async def _run(
+        self, ctx: RunContext, argv: list[str] | None, component: str | None, policy: Policy, timeout: float | None,
+        slot: Slot | None = None, feed: EventFeed | None = None,
+    ) -> RunResult:
+        assert self._slots is not None
+        try:
+            async with self._slots:
+                async with IsolatedExecution(ctx, policy, engine=self.engine, timeout=timeout, slot=slot,
+                                             on_event=feed.record if feed else None,
+                                             on_line=feed.output if feed else None) as execution:
+                    if component is not None:
+                        return await execution.run_component(component)
+                    assert argv is not None
+                    return await execution.run_command(argv)
+        except asyncio.CancelledError:
+            if ctx.metadata.status == RunStatus.INITIALIZED:  # cancelled while waiting for a slot
+                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+                if slot is not None:
+                    await self._discard_slot(policy, slot)
+            raise
+
+    async def _discard_slot(self, policy: Policy, slot: Slot) -> None:
+        pool = self._pools.get(policy.hash)
+        if pool is not None:
+            await pool._discard(slot)
+
+    # ------------------------------------------------------------------ recovery
+
+    def _mine(self, state: ContainerState) -> bool:
+        """Whether a container's run dir lies under this Supervisor's run root."""
+        run_dir = state.labels.get(_labels.RUN_DIR, "")
+        return run_dir.startswith(str(self.run_root).rstrip("/") + "/")
+
+    async def _orphans(self, everywhere: bool) -> list[tuple[ContainerState, bool | None]]:
+        states = await self.engine.list_by_label(_labels.RUN_ID)
+        return [(s, _labels.owner_alive(s.labels)) for s in states if everywhere or self._mine(s)]
+
+    async def recover(self, *, wait: bool = True, everywhere: bool = False) -> list[Orphan]:
+        """Finalize or re-attach every run under this run root whose supervisor is gone.
+
+        Containers are found by label; run dirs that never got a container (their supervisor died
+        before, or a pre-flight step failed) are found by scanning the run root and end
+        ``abandoned``. With ``wait=False`` re-attached runs go on in the background (``async with``
+        waits for them on exit); with ``wait=True`` this returns when every recovered run is final.
+        ``everywhere``: also containers of other run roots on this engine (``dad-sandbox gc`` does).
+        """
+        found: list[Orphan] = []
+        tasks: list[asyncio.Task[Orphan]] = []
+        started: list[ContainerState] = []
+        orphans = await self._orphans(everywhere)
+        for state, alive in orphans:
+            if alive is not False:
+                found.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
+                continue
+            started.append(state)
+            tasks.append(asyncio.create_task(self._recover_one(state, kill=False)))
+        if tasks:
+            log.info("recovering orphaned runs", count=len(tasks))
+        found.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=False))
+        if wait:
+            found.extend(await asyncio.gather(*tasks))
+        else:
+            self._recovering.extend(tasks)
+            found.extend(
+                self._describe(s, OrphanAction.REATTACHED if s.running else OrphanAction.FINALIZED) for s in started
+            )
+        return found
+
+    async def gc(self, *, dry_run: bool = False, everywhere: bool = False) -> list[Orphan]:
+        """Clean up every run under this run root whose supervisor is gone, without waiting for deadlines.
+
+        Running orphans are killed and their runs end ``abandoned``; exited ones are finalized
+        from their real state; run dirs that never got a container end ``abandoned``. ``dry_run``
+        only lists what would be done; ``everywhere`` also takes containers of other run roots.
+        """
+        out: list[Orphan] = []
+        orphans = await self._orphans(everywhere)
+        for state, alive in orphans:
+            if alive is not False:
+                out.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
+            elif dry_run:
+                out.append(self._describe(state, OrphanAction.WOULD_CLEAN))
+            else:
+                out.append(await self._recover_one(state, kill=True))
+        out.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=dry_run))
+        return out
+
+    async def _abandon_containerless(self, containers: list[ContainerState], *, dry_run: bool) -> list[Orphan]:
+        """Scan the run root for runs that are not final, have no container and no living owner."""
+        from dad_sandbox.sandbox._orphan_dirs import abandon_containerless
+
+        known_runs = {s.labels.get(_labels.RUN_ID, "") for s in containers}
+        known_ids = {s.id for s in containers}  # a warm-pool run is tied to its container by metadata only
+        found = await asyncio.to_thread(abandon_containerless, self.run_root, known_runs, known_ids, dry_run=dry_run)
+        return [
+            Orphan(container_id="", run_id=f.run_id, run_dir=str(f.run_dir), state=f.state, owner=f.owner,
+                   action=OrphanAction.WOULD_CLEAN if dry_run else OrphanAction.ABANDONED,
+                   status=None if dry_run else RunStatus.ABANDONED.value, detail=f.detail)
+            for f in found
+        ]
 
     @staticmethod
-    async def _quietly(call: Any, problems: list[str]) -> None:
-        try:
-            await call
-        except DadSandboxError as exc:
-            problems.append(str(exc))
+    def _describe(state: ContainerState, action: OrphanAction, *, status: str | None = None,
+                  detail: str | None = None) -> Orphan:
+        return Orphan(
+            container_id=state.id,
+            run_id=state.labels.get(_labels.RUN_ID, "?"),
+            run_dir=state.labels.get(_labels.RUN_DIR),
+            state=state.status,
+            owner=state.labels.get(_labels.SUPERVISOR, "?"),
+            action=action,
+            status=status,
+            detail=detail,
+        )
 
-    def _error_text(
-        self,
-        status: RunStatus,
-        reason: str | None,
-        state: ContainerState | None,
-        report: dict[str, Any] | None,
-        sink: OutputSink,
-        watch: _Watch,
-        problems: list[str],
-    ) -> str | None:
-        parts: list[str] = []
-        if status == RunStatus.TIMED_OUT:
-            parts.append(f"the run passed its {self.policy.timeout:g}s deadline and was killed")
-        elif status == RunStatus.OOM_KILLED:
-            limit = f" of {self.policy.memory} bytes" if self.policy.memory else ""
-            what = "a process in the run was" if reason == "oom:child" else "the run was"
-            parts.append(f"{what} killed for going over the memory limit{limit}")
-        elif status == RunStatus.CANCELLED:
-            parts.append("the run was cancelled; its container was killed")
-        elif status == RunStatus.CRASHED:
-            if reason == "engine_lost":
-                parts.append("the container engine went away during the run" +
-                             (f": {watch.failure}" if watch.failure else ""))
-            elif watch.failure is not None:
-                parts.append(f"the sandbox failed: {watch.failure}")
-            elif reason and reason.startswith("signal:"):
-                parts.append(f"the run was killed by {reason.removeprefix('signal:')}")
-            else:
-                parts.append("the container ended without a readable state")
-            if state is not None and state.error:
-                parts.append(f"engine: {state.error}")
-        elif status == RunStatus.FAILED:
-            if reason in ("disk_quota", "file_quota"):
-                parts.append(
-                    watch.limit_detail if watch.limit_hit and watch.limit_detail
-                    else f"a file went over the policy's max_file_size of {self.policy.max_file_size} bytes"
-                )
-            elif report and report.get("error"):
-                parts.append(str(report["error"]))
-            elif reason == "runner_report":
-                parts.append("the component exited 0 but left no completed runner report")
-            else:
-                parts.append(f"the command exited with code {state.exit_code if state else '?'}")
-        if status != RunStatus.COMPLETED and not (report and report.get("error")):
-            tail = sink.stderr_tail().strip()
-            if tail:
-                parts.append(f"last stderr:\n{tail}")
-        parts.extend(problems)
-        return "\n".join(parts) or None
+    async def _recover_one(self, state: ContainerState, *, kill: bool) -> Orphan:
+        """Decide and do what an orphan needs; never raises for one bad container."""
+        try:
+            return await self._recover_or_abandon(state, kill=kill)
+        except Exception as exc:
+            log.error("could not recover a container", container=state.id[:12], error=str(exc))
+            return self._describe(state, OrphanAction.SKIPPED, detail=f"recovery failed: {exc}")
+
+    async def _recover_or_abandon(self, state: ContainerState, *, kill: bool) -> Orphan:
+        run_dir = state.labels.get(_labels.RUN_DIR)
+        slot_id = state.labels.get(POOL_LABEL)
+        if slot_id and run_dir:
+            pointer = pointer_file(Path(run_dir).parent.parent, slot_id)
+            if not pointer.is_file():  # an idle warm-pool container: no run to finalize
+                await self.engine.remove(state.id)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                return self._describe(state, OrphanAction.REMOVED, detail="idle warm-pool container")
+            run_dir = pointer.read_text().strip()
+            pointer.unlink(missing_ok=True)
+        try:
+            ctx = RunContext.open_existing(run_dir) if run_dir else None
+        except (DadSandboxError, OSError) as exc:
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.ABANDONED, detail=f"run dir unreadable, container removed: {exc}")
+        if ctx is None:
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.ABANDONED, detail="no run dir label; container removed")
+        md = ctx.metadata
+        if md.status.is_terminal:
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.REMOVED, status=md.status.value)
+        try:
+            policy = Policy.model_validate(md.policy) if md.policy else None
+        except ValidationError:
+            policy = None
+        if policy is None or state.status == "created" or (kill and state.running):
+            if state.running:
+                await self.engine.kill(state.id)
+            why = "killed by gc: its supervisor is gone" if kill else "never started before its supervisor died"
+            ctx.record(status=RunStatus.ABANDONED, reason="supervisor_lost", error=why)
+            await self.engine.remove(state.id)
+            return self._describe(state, OrphanAction.ABANDONED, status=RunStatus.ABANDONED.value, detail=why)
+        action = OrphanAction.REATTACHED if state.running else OrphanAction.FINALIZED
+        result = await ContainerRun(ctx, policy, self.engine).resume(state)
+        return self._describe(state, action, status=result.status.value, detail=result.reason)

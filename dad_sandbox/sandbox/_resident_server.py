@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dad_sandbox._client import default_socket_path
 from dad_sandbox._logging import get_logger
+from dad_sandbox._resident_client import default_socket_path
 from dad_sandbox._signals import CANCEL_SIGNALS
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.sandbox._policy import load_policy
-from dad_sandbox.sandbox._service import Supervisor
+from dad_sandbox.sandbox._supervisor import Supervisor
 
 log = get_logger(__name__)
 MAX_REQUEST_BYTES = 1 << 20
@@ -107,7 +107,7 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return uid
 
 
-class SupervisorServer:
+class ResidentServer:
     """Serves ``exec`` requests for one project with one long-lived :class:`Supervisor`."""
 
     def __init__(self, supervisor: Supervisor, socket_path: Path) -> None:
@@ -209,4 +209,4 @@ class SupervisorServer:
                 await writer.wait_closed()
 
 
-__all__ = ["ServerRunning", "SupervisorServer", "default_socket_path"]
+__all__ = ["ServerRunning", "ResidentServer", "default_socket_path"]

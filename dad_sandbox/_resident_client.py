@@ -22,15 +22,15 @@ def default_socket_path() -> Path:
     return Path(f"/tmp/dad-sandbox-{os.getuid()}") / "supervisor.sock"
 
 
-class Unserved(Exception):
-    """No resident supervisor serves this request; the caller runs it in-process instead."""
+class NoResidentServer(Exception):
+    """No resident supervisor serves this request; the CLI then runs it directly, in its own process (isolated all the same)."""
 
 
 def served_exec(request: dict[str, Any], *, socket_path: Path | None = None) -> Iterator[dict[str, Any]]:
     """Send an exec request to the resident supervisor; yield its answers (run, then result).
 
     Raises:
-        Unserved: no supervisor listens, it serves another project, or it refused the request
+        NoResidentServer: no supervisor listens, it serves another project, or it refused the request
             before creating a run.
     """
     path = socket_path or default_socket_path()
@@ -40,7 +40,7 @@ def served_exec(request: dict[str, Any], *, socket_path: Path | None = None) -> 
         try:
             sock.connect(str(path))
         except OSError as exc:
-            raise Unserved(f"no supervisor at {path}") from exc
+            raise NoResidentServer(f"no supervisor at {path}") from exc
         sock.settimeout(None)
         sock.sendall((json.dumps({"op": "exec", **request}) + "\n").encode())
         stream = sock.makefile("rb")
@@ -48,7 +48,7 @@ def served_exec(request: dict[str, Any], *, socket_path: Path | None = None) -> 
         for line in stream:
             answer = json.loads(line)
             if first and "error" in answer:
-                raise Unserved(str(answer["error"]))
+                raise NoResidentServer(str(answer["error"]))
             first = False
             yield answer
     finally:
