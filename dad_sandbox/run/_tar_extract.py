@@ -66,7 +66,7 @@ class Extracted:
 
     entries: int = 0
     files: int = 0
-    bytes: int = 0
+    file_bytes: int = 0
     raw_bytes: int = 0
     skipped: int = 0  # entries under names the caller keeps (``skip_top``), not extracted on purpose
     refused_count: int = 0
@@ -91,7 +91,7 @@ class Extracted:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "entries": self.entries, "files": self.files, "bytes": self.bytes, "raw_bytes": self.raw_bytes,
+            "entries": self.entries, "files": self.files, "bytes": self.file_bytes, "raw_bytes": self.raw_bytes,
             "skipped": self.skipped, "refused": self.refused_count, "stripped": self.stripped,
             "complete": self.complete, "limit": self.limit, "problem": self.problem,
         }
@@ -103,7 +103,7 @@ def shown(name: bytes, limit: int = 200) -> str:
     return text if len(name) <= limit else text[:limit] + "…"
 
 
-class _Stop(Exception):  # noqa: N818 - a control signal inside this module, never raised out of it
+class _Stop(Exception):
     """End the extraction (the reason is already recorded)."""
 
 
@@ -335,7 +335,7 @@ class _Extractor:
             return
         kind = entry.kind
         if kind in (_REGULAR, _CONTIG):
-            if done.bytes + entry.size > self.limits.max_bytes:
+            if done.file_bytes + entry.size > self.limits.max_bytes:
                 done.stop("disk_quota", f"the run dir holds more than its quota of {self.limits.max_bytes} bytes")
                 raise _Stop
             self._file(entry, parts, blocks)
@@ -435,7 +435,7 @@ class _Extractor:
         finally:
             os.close(fd)
         self.done.files += 1
-        self.done.bytes += entry.size
+        self.done.file_bytes += entry.size
 
     def _dir(self, entry: _Entry, parts: tuple[bytes, ...]) -> None:
         parent = self._open_parent(parts)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dad_sandbox.run._tar_extract import BLOCK, ExtractLimits, Extracted, extract_tar
+from dad_sandbox.run._tar_extract import BLOCK, Extracted, ExtractLimits, extract_tar
 
 ROOT = "run_x"
 LIMITS = ExtractLimits(max_bytes=1 << 20, max_entries=1_000, budget=20.0)
@@ -70,7 +70,7 @@ def test_plain_tree_is_extracted_with_modes_and_contents(box: tuple[Path, Path])
     assert (dest / "a" / "result.json").read_bytes() == b"hello"
     assert stat.S_IMODE((dest / "a" / "result.json").stat().st_mode) == 0o640
     assert (dest / "big").stat().st_size == 300_000
-    assert (done.files, done.bytes, done.refused_count) == (2, 300_005, 0)
+    assert (done.files, done.file_bytes, done.refused_count) == (2, 300_005, 0)
 
 
 def test_symlink_escapes_are_refused_and_never_followed(box: tuple[Path, Path]) -> None:
