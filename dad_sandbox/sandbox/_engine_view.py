@@ -61,11 +61,17 @@ def forced_mode() -> TransferMode | None:
 async def transfer_mode(engine: Engine, run_root: Path, image: str) -> TransferMode:
     """``bind`` when the engine sees ``run_root`` as this host does, else ``copy``.
 
+    An engine without copy support (``supports_copy``, e.g. the fake one) is taken as it is: bind.
+
     Raises:
-        PolicyError: a bad ``DAD_SANDBOX_RUN_DIR_TRANSFER``.
+        PolicyError: a bad ``DAD_SANDBOX_RUN_DIR_TRANSFER``, or ``copy`` for an engine that cannot.
         ImageNotFound, EngineUnavailable: the probe container could not be made at all.
     """
     forced = forced_mode()
+    if not engine.supports_copy:
+        if forced == "copy":
+            raise PolicyError(f"{TRANSFER_ENV}=copy, but the {engine.name} engine cannot copy files in and out")
+        return "bind"  # nothing to probe with, and nothing else it could do
     if forced is not None:
         return forced
     key = str(run_root)  # the run root as the caller names it (resolving it would block the loop)

@@ -154,12 +154,15 @@ class RemoteRunDir:
             EngineError: the engine refused a volume, the loader or an archive.
         """
         t0 = time.monotonic()
-        labels = {_labels.RUN_ID: self.run_id, _labels.VERSION: __version__}
+        # who made them and for which run dir: a later gc removes what a dead supervisor left
+        labels = {_labels.RUN_ID: self.run_id, _labels.RUN_DIR: str(self.run_dir), _labels.VERSION: __version__,
+                  **_labels.supervisor_identity()}
         for role in self.sources:
             await self.engine.create_volume(volume_name(self.run_id, role), {**labels, VOLUME_ROLE: role})
         loader_spec = ContainerSpec(
             image=image, command=("true",),
-            labels={LOADER_LABEL: self.run_id, _labels.VERSION: __version__},
+            labels={LOADER_LABEL: self.run_id, _labels.RUN_DIR: str(self.run_dir), _labels.VERSION: __version__,
+                    **_labels.supervisor_identity()},
             mounts=tuple(Mount(volume_name(self.run_id, role), f"{_LOAD_ROOT}/{role}", read_only=False, kind="volume")
                          for role in self.sources),
             network="none", init=False,
@@ -325,3 +328,61 @@ def _own(info: tarfile.TarInfo, source: _Source) -> None:
     if source.read_only_modes:
         mode = 0o555 if info.isdir() else (0o555 if mode & 0o111 else 0o444)
     info.mode = mode
+
+
+# -------------------------------------------------------------------- leftovers (gc, recovery)
+
+
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """A loader container or a run volume whose supervisor died, and what became of it."""
+
+    kind: str  # "volume" | "loader"
+    name: str
+    run_id: str
+    run_dir: str | None
+    owner: str
+    removed: bool
+    problem: str | None = None
+
+
+async def sweep_leftovers(engine: Engine, *, under: str | None, dry_run: bool) -> list[Leftover]:
+    """Remove copy-mode loaders and volumes whose supervisor is gone and whose run has no container.
+
+    ``under``: only those of run dirs below this folder (None: all). An engine without volumes
+    (the fake one) has nothing to sweep. A live supervisor's copy in progress is never touched:
+    its labels name a living process.
+    """
+    try:
+        loaders = await engine.list_by_label(LOADER_LABEL)
+        volumes = await engine.list_volumes(_labels.RUN_ID)
+        runs = {s.labels.get(_labels.RUN_ID) for s in await engine.list_by_label(_labels.RUN_ID)}
+    except NotImplementedError:
+        return []
+
+    def dead(labels: dict[str, str]) -> bool:
+        run_dir = labels.get(_labels.RUN_DIR, "")
+        if under is not None and not run_dir.startswith(under.rstrip("/") + "/"):
+            return False
+        return _labels.owner_alive(labels) is False
+
+    found: list[Leftover] = []
+    for state in loaders:
+        if dead(state.labels):
+            found.append(await _drop(engine, "loader", state.id, state.labels, state.labels.get(LOADER_LABEL, "?"), dry_run))
+    for volume in volumes:
+        labels = volume["labels"]
+        if volume["labels"].get(_labels.RUN_ID) not in runs and dead(labels):
+            found.append(await _drop(engine, "volume", volume["name"], labels, labels.get(_labels.RUN_ID, "?"), dry_run))
+    return found
+
+
+async def _drop(engine: Engine, kind: str, name: str, labels: dict[str, str], run_id: str, dry_run: bool) -> Leftover:
+    problem = None
+    if not dry_run:
+        try:
+            await (engine.remove(name) if kind == "loader" else engine.remove_volume(name))
+        except DadSandboxError as exc:
+            problem = str(exc)
+    return Leftover(kind, name, run_id, labels.get(_labels.RUN_DIR), labels.get(_labels.SUPERVISOR, "?"),
+                    removed=not dry_run and problem is None, problem=problem)

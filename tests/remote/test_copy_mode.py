@@ -158,3 +158,100 @@ def test_outcome_commit_and_rerun(remote_url: str, project: Path) -> None:
     out_b = next(n["output"] for n in r2.nodes if n["hierarchy_path"] == "counted.main.b")
     assert out_b["saw"] == [first.run_id] and out_b["previous_writable"] == []
     assert read_metadata(again.run_dir).outcome_commit
+
+
+SUPERVISOR = """
+import asyncio, sys
+from pathlib import Path
+from dad_sandbox import IsolatedExecution, RunContext
+ctx = RunContext("exec", Path(sys.argv[1]))
+ctx.setup_run()
+async def go():
+    async with IsolatedExecution(ctx, "untrusted") as ex:
+        await ex.run_command(["sh", "-c", sys.argv[2]])
+asyncio.run(go())
+"""
+
+
+def test_recovery_finalizes_a_copy_mode_run_and_removes_its_volumes(remote_url: str, project: Path) -> None:
+    """SIGKILL the supervisor mid-run: a later one re-attaches, copies the run dir back, removes the volumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dad_sandbox import Supervisor
+
+    runs = project / "runs"
+    env = {**os.environ, "DOCKER_HOST": remote_url}
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(project), "echo a > a.txt; sleep 4; echo b > b.txt"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = None
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and run_dir is None:
+            for d in runs.iterdir() if runs.is_dir() else []:
+                try:
+                    if read_metadata(d).status == RunStatus.RUNNING:
+                        run_dir = d
+                except Exception:
+                    pass
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert run_dir is not None, "the run never started"
+
+    async def recover() -> list[Any]:
+        engine = DockerEngine(base_url=remote_url)
+        try:
+            async with Supervisor(project_root=project, engine=engine, recover_on_start=False) as sup:
+                return await sup.recover(wait=True)
+        finally:
+            await engine.close()
+
+    found = [o for o in asyncio.run(recover()) if o.run_dir == str(run_dir)]
+    assert [o.status for o in found] == ["completed"], found
+    assert (run_dir / "a.txt").read_text() == "a\n" and (run_dir / "b.txt").read_text() == "b\n"
+    assert read_metadata(run_dir).run_dir_mode == "copy"
+
+
+def test_gc_removes_volumes_and_loaders_a_dead_supervisor_left(remote_url: str, remote_api: Any, project: Path) -> None:
+    """Volumes and a loader labelled by a supervisor that no longer runs are removed by gc; others stay."""
+    import socket
+    import subprocess
+
+    from dad_sandbox import Supervisor
+    from dad_sandbox.sandbox import _labels
+    from dad_sandbox.sandbox._remote_rundir import LOADER_LABEL
+    from tests.integration.conftest import IMAGE
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    dead = {_labels.SUPERVISOR: f"{host}:{gone.pid}", _labels.SUPERVISOR_HOST: host,
+            _labels.SUPERVISOR_PID: str(gone.pid), _labels.SUPERVISOR_START: "1"}
+    run_dir = str(project / "runs" / "run_20260101_000000_abcdef")
+    remote_api.create_volume("dad-left-run", labels={_labels.RUN_ID: "run_20260101_000000_abcdef",
+                                                     _labels.RUN_DIR: run_dir, **dead})
+    alive = {**dead, **_labels.supervisor_identity()}
+    remote_api.create_volume("dad-alive-run", labels={_labels.RUN_ID: "run_x", _labels.RUN_DIR: run_dir, **alive})
+    loader = remote_api.create_container(IMAGE, ["true"], labels={LOADER_LABEL: "run_20260101_000000_abcdef",
+                                                                   _labels.RUN_DIR: run_dir, **dead})["Id"]
+
+    async def gc() -> list[Any]:
+        engine = DockerEngine(base_url=remote_url)
+        try:
+            async with Supervisor(project_root=project, engine=engine, recover_on_start=False) as sup:
+                return await sup.gc()
+        finally:
+            await engine.close()
+
+    try:
+        found = {(o.state, o.action.value) for o in asyncio.run(gc()) if o.run_dir == run_dir}
+        assert found == {("volume", "removed"), ("loader", "removed")}
+        names = {v["Name"] for v in remote_api.volumes().get("Volumes") or []}
+        assert "dad-left-run" not in names and "dad-alive-run" in names
+        assert not remote_api.containers(all=True, filters={"id": loader})
+    finally:
+        remote_api.remove_volume("dad-alive-run", force=True)

@@ -108,6 +108,9 @@ class Engine(abc.ABC):
     """Async access to a container engine. Implementations must be safe to call from one event loop."""
 
     name: str = "engine"
+    #: whether the volume and archive methods below work (copy mode); an engine without them is
+    #: used with bind mounts only
+    supports_copy: bool = False
 
     @abc.abstractmethod
     async def info(self) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class DockerEngine(Engine):
     """:class:`Engine` backed by a Docker daemon (``DOCKER_HOST`` or the default socket)."""
 
     name = "docker"
+    supports_copy = True
 
     def __init__(self, *, call_timeout: float = DEFAULT_CALL_TIMEOUT, base_url: str | None = None) -> None:
         self._call_timeout = call_timeout
