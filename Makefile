@@ -84,3 +84,9 @@ cluster: image
 
 cluster-down:
 	@bash scripts/cluster.sh down --name $(CLUSTER_NAME)
+
+# Copy mode against a second dockerd with a filesystem of its own (issue 17): part of `make test`
+# too (tests/remote, ~30 s once the node image exists; building it takes ~100 s the first time).
+.PHONY: test-remote
+test-remote: image
+	$(TAGGED) $(PY) -m pytest tests/remote $(PYTEST_ARGS)
