@@ -121,3 +121,23 @@ def test_forced_mode_is_read_when_asked(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(TRANSFER_ENV, "nfs")
     with pytest.raises(PolicyError, match="auto"):
         forced_mode()
+
+
+@pytest.mark.parametrize(
+    ("limit", "breach"),
+    [(None, None), ("disk_quota", "disk_quota"), ("file_quota", "file_quota"), ("budget", "disk_quota"),
+     ("malformed", "engine_error")],
+)
+def test_a_copy_cut_short_decides_the_status(limit: str | None, breach: str | None) -> None:
+    """Quota and file limits fail the run as locally; no time to copy fails closed; a broken copy is the engine's."""
+    from dad_sandbox.run._tar_extract import Extracted
+    from dad_sandbox.sandbox._container_run import ContainerRun, _Files
+
+    copied = Extracted()
+    copied.refuse(b"run/\x1b[2Jx", "a FIFO")
+    if limit is not None:
+        copied.stop(limit, "why")
+    files = _Files()
+    ContainerRun._note_copy_out(copied, files, [])
+    assert (files.copy_breach[0] if files.copy_breach else None) == breach
+    assert files.tampering == ["copy-out refused run/\\x1b[2Jx: a FIFO"]
