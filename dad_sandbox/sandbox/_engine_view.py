@@ -112,7 +112,10 @@ async def engine_sees(engine: Engine, run_root: Path, image: str) -> bool:
     probe = await asyncio.to_thread(_make_probe, run_root, token)
     try:
         spec = ContainerSpec(
-            image=image, command=("true",), labels={_labels.VERSION: __version__, PROBE_LABEL: "1"},
+            # the supervisor's identity: gc removes a probe whose process died between create and remove
+            image=image, command=("true",),
+            labels={_labels.VERSION: __version__, PROBE_LABEL: "1", _labels.RUN_DIR: str(probe),
+                    **_labels.supervisor_identity()},
             mounts=(Mount(str(probe), _PROBE_TARGET, read_only=True),), network="none", init=False,
         )
         try:
@@ -127,8 +130,7 @@ async def engine_sees(engine: Engine, run_root: Path, image: str) -> bool:
         except ContainerGone:
             return False  # the folder is not there in the engine's filesystem
         finally:
-            with contextlib.suppress(EngineError):
-                await engine.remove(cid)
+            await _remove_shielded(engine, cid)
         return seen == token
     finally:
         await asyncio.to_thread(shutil.rmtree, probe, ignore_errors=True)
@@ -141,3 +143,16 @@ def _make_probe(run_root: Path, token: str) -> Path:
     probe.chmod(0o755)
     (probe / _TOKEN_FILE).write_text(token)
     return probe
+
+
+async def _remove_shielded(engine: Engine, container_id: str) -> None:
+    """Remove the probe container even when the caller is being cancelled (then re-raise)."""
+    removal = asyncio.ensure_future(engine.remove(container_id))
+    try:
+        await asyncio.shield(removal)
+    except asyncio.CancelledError:
+        with contextlib.suppress(EngineError, asyncio.CancelledError):
+            await removal
+        raise
+    except EngineError as exc:
+        log.warning("could not remove the probe container; 'dad-sandbox gc' will", error=str(exc))

@@ -44,6 +44,7 @@ from dad_sandbox.run import RunContext
 from dad_sandbox.run._layout import STATIC_INPUTS_DIR, TRACE_DIR
 from dad_sandbox.run._tar_extract import Extracted, ExtractLimits, extract_tar
 from dad_sandbox.sandbox import _labels
+from dad_sandbox.sandbox._engine_view import PROBE_LABEL
 from dad_sandbox.sandbox._ownership import RunUser
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._spec import container_run_dir
@@ -337,7 +338,7 @@ def _own(info: tarfile.TarInfo, source: _Source) -> None:
 class Leftover:
     """A loader container or a run volume whose supervisor died, and what became of it."""
 
-    kind: str  # "volume" | "loader"
+    kind: str  # "volume" | "loader" | "probe"
     name: str
     run_id: str
     run_dir: str | None
@@ -347,14 +348,14 @@ class Leftover:
 
 
 async def sweep_leftovers(engine: Engine, *, under: str | None, dry_run: bool) -> list[Leftover]:
-    """Remove copy-mode loaders and volumes whose supervisor is gone and whose run has no container.
+    """Remove probes, loaders and volumes whose supervisor is gone (volumes: and whose run has no container).
 
     ``under``: only those of run dirs below this folder (None: all). An engine without volumes
     (the fake one) has nothing to sweep. A live supervisor's copy in progress is never touched:
     its labels name a living process.
     """
     try:
-        loaders = await engine.list_by_label(LOADER_LABEL)
+        loaders = await engine.list_by_label(LOADER_LABEL) + await engine.list_by_label(PROBE_LABEL)
         volumes = await engine.list_volumes(_labels.RUN_ID)
         runs = {s.labels.get(_labels.RUN_ID) for s in await engine.list_by_label(_labels.RUN_ID)}
     except NotImplementedError:
@@ -369,7 +370,8 @@ async def sweep_leftovers(engine: Engine, *, under: str | None, dry_run: bool) -
     found: list[Leftover] = []
     for state in loaders:
         if dead(state.labels):
-            found.append(await _drop(engine, "loader", state.id, state.labels, state.labels.get(LOADER_LABEL, "?"), dry_run))
+            kind = "probe" if PROBE_LABEL in state.labels else "loader"
+            found.append(await _drop(engine, kind, state.id, state.labels, state.labels.get(LOADER_LABEL, "?"), dry_run))
     for volume in volumes:
         labels = volume["labels"]
         if volume["labels"].get(_labels.RUN_ID) not in runs and dead(labels):
@@ -381,7 +383,7 @@ async def _drop(engine: Engine, kind: str, name: str, labels: dict[str, str], ru
     problem = None
     if not dry_run:
         try:
-            await (engine.remove(name) if kind == "loader" else engine.remove_volume(name))
+            await (engine.remove_volume(name) if kind == "volume" else engine.remove(name))
         except DadSandboxError as exc:
             problem = str(exc)
     return Leftover(kind, name, run_id, labels.get(_labels.RUN_DIR), labels.get(_labels.SUPERVISOR, "?"),

@@ -348,14 +348,14 @@ class Supervisor:
         return out
 
     async def _sweep_copy_leftovers(self, everywhere: bool, *, dry_run: bool) -> list[Orphan]:
-        """Copy mode: loader containers and run volumes a dead supervisor left (see ``_remote_rundir``)."""
+        """Copy mode: probe and loader containers and run volumes a dead supervisor left (see ``_remote_rundir``)."""
         try:
             left = await sweep_leftovers(self.engine, under=None if everywhere else str(self.run_root), dry_run=dry_run)
         except DadSandboxError as exc:
             log.error("could not look for copy-mode leftovers", error=str(exc))
             return []
         return [
-            Orphan(container_id=item.name if item.kind == "loader" else "", run_id=item.run_id, run_dir=item.run_dir,
+            Orphan(container_id=item.name if item.kind != "volume" else "", run_id=item.run_id, run_dir=item.run_dir,
                    state=item.kind, owner=item.owner,
                    action=OrphanAction.WOULD_CLEAN if dry_run else (OrphanAction.REMOVED if item.removed else OrphanAction.SKIPPED),
                    detail=f"copy-mode {item.kind} {item.name}" + (f": {item.problem}" if item.problem else ""))

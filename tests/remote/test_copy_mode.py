@@ -217,7 +217,7 @@ def test_recovery_finalizes_a_copy_mode_run_and_removes_its_volumes(remote_url: 
 
 
 def test_gc_removes_volumes_and_loaders_a_dead_supervisor_left(remote_url: str, remote_api: Any, project: Path) -> None:
-    """Volumes and a loader labelled by a supervisor that no longer runs are removed by gc; others stay."""
+    """Volumes, a loader and a probe labelled by a supervisor that no longer runs are removed by gc; others stay."""
     import socket
     import subprocess
 
@@ -238,6 +238,8 @@ def test_gc_removes_volumes_and_loaders_a_dead_supervisor_left(remote_url: str, 
     remote_api.create_volume("dad-alive-run", labels={_labels.RUN_ID: "run_x", _labels.RUN_DIR: run_dir, **alive})
     loader = remote_api.create_container(IMAGE, ["true"], labels={LOADER_LABEL: "run_20260101_000000_abcdef",
                                                                    _labels.RUN_DIR: run_dir, **dead})["Id"]
+    probe = remote_api.create_container(IMAGE, ["true"], labels={"dad.probe": "1", **dead,
+                                                                  _labels.RUN_DIR: str(project / "runs" / ".dad-probe-x")})["Id"]
 
     async def gc() -> list[Any]:
         engine = DockerEngine(base_url=remote_url)
@@ -250,6 +252,7 @@ def test_gc_removes_volumes_and_loaders_a_dead_supervisor_left(remote_url: str, 
     try:
         found = {(o.state, o.action.value) for o in asyncio.run(gc()) if o.run_dir == run_dir}
         assert found == {("volume", "removed"), ("loader", "removed")}
+        assert not remote_api.containers(all=True, filters={"id": probe})
         names = {v["Name"] for v in remote_api.volumes().get("Volumes") or []}
         assert "dad-left-run" not in names and "dad-alive-run" in names
         assert not remote_api.containers(all=True, filters={"id": loader})
