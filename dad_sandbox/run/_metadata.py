@@ -107,6 +107,10 @@ class RunMetadata(BaseModel):
     engine: dict[str, Any] | None = Field(default=None, description="engine name, version, API version, kernel")
     seccomp_profile: str | None = None
     seccomp_hash: str | None = Field(default=None, description="sha256 of the seccomp profile file; None: the engine's own")
+    run_dir_mode: str | None = Field(default=None, description="how the run dir reached the container: 'bind' "
+                                     "(the engine sees the host's files) or 'copy' (through the Engine API)")
+    run_dir_copy: dict[str, Any] | None = Field(default=None, description="copy mode: bytes and seconds in and out, "
+                                                "entries refused, and whether the copy back was complete")
     warm_pool_slot: str | None = None
     dispatch_seconds: float | None = Field(default=None, description="warm pool: from taking a slot to the run's start")
     # -- what the host found and did after the run

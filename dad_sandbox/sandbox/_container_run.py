@@ -24,17 +24,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dad_sandbox._logging import get_logger
-from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
+from dad_sandbox.errors import (
+    DadSandboxError,
+    EngineError,
+    EngineUnavailable,
+    ExecutionStateError,
+    PolicyError,
+    RunSetupError,
+    UnsafePathError,
+)
 from dad_sandbox.run import RunContext, RunStatus, _hostile, _safe_fs
 from dad_sandbox.run._collect import Collected, collect_runner_files
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
+from dad_sandbox.run._tar_extract import Extracted
 from dad_sandbox.run._usage import DirUsage, dir_usage
-from dad_sandbox.sandbox import _egress_proxy, _labels, _ownership
+from dad_sandbox.sandbox import _egress_proxy, _engine_view, _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._open_files import deleted_open_bytes
 from dad_sandbox.sandbox._output import LineHook, Observer, OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._pool import Slot, pointer_file
+from dad_sandbox.sandbox._remote_rundir import RemoteRunDir
 from dad_sandbox.sandbox._report import report_reason, reported_component_id
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._spec import (
@@ -88,6 +98,7 @@ class _Watch:
     pid: int | None = None  # host pid of the container's first process, for open-but-deleted files
     pump: asyncio.Task[Any] | None = None  # the output stream; drained, never cancelled first
     egress: _egress_proxy.EgressProxy | None = None  # policy network = "allowlist": closed in finalization
+    remote: RemoteRunDir | None = None  # copy mode: the run dir travels through the Engine API
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # monitor, import warm-up: cancelled at the end
 
 
@@ -98,6 +109,8 @@ class _Files:
     usage: DirUsage = field(default_factory=lambda: DirUsage(0, 0, False, "not measured"))
     collected: Collected = field(default_factory=Collected)
     tampering: list[str] = field(default_factory=list)
+    #: copy mode: why the run dir came back incomplete, as (reason, detail) - or None
+    copy_breach: tuple[str, str] | None = None
 
 
 async def _to_the_end(task: asyncio.Future[Any]) -> bool:
@@ -139,8 +152,12 @@ class ContainerRun:
             )
         try:
             engine_info = await self.engine.info()
+            transfer = await _engine_view.transfer_mode(self.engine, ctx.run_root, policy.image_ref)
         except EngineError as exc:
             ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
+            raise
+        except PolicyError as exc:
+            ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
             raise
         except asyncio.CancelledError:
             ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
@@ -151,33 +168,48 @@ class ContainerRun:
         channel = secrets.token_hex(8) if launch.request is not None else None
         request = {**launch.request, "channel": channel} if launch.request is not None else None
         egress = await _egress_proxy.start_for(policy, ctx.run_id) if policy.network == "allowlist" else None
+        remote = RemoteRunDir.for_run(self.engine, ctx, user) if transfer == "copy" else None
         try:
             spec = build_spec(ctx, policy, user, launch.command, deadline=deadline, request=request, egress=egress)
+            if remote is not None:
+                spec = remote.volume_spec(spec)
         except BaseException as exc:
             if egress is not None:
                 await egress.close()
             if isinstance(exc, DadSandboxError):  # refused before any container: final at once
                 ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
             raise
-        self._record_start(launch, engine_info, deadline)
+        self._record_start(launch, engine_info, deadline, run_dir_mode=transfer)
         # The create call runs to its end even when we are cancelled meanwhile: the engine may be
         # making the container right now, and only its id lets us remove it.
-        create = asyncio.ensure_future(self.engine.create(spec))
+        create = asyncio.ensure_future(self._create(spec, remote))
         cancelled = await _to_the_end(create)
         if create.cancelled() or create.exception() is not None:
             error = create.exception() if not create.cancelled() else None
             if cancelled or error is None:
                 ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+            elif isinstance(error, RunSetupError):
+                ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(error))
             else:
                 ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {error}")
+            if remote is not None:
+                for problem in await remote.cleanup():
+                    log.error("copy mode: could not clean up; 'dad-sandbox gc' will", run_id=ctx.run_id, error=problem)
             _ownership.reclaim(ctx.run_dir, user)
             if egress is not None:
                 await egress.close()
             if cancelled or error is None:
                 raise asyncio.CancelledError
             raise error
-        watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled, egress=egress)
+        watch = _Watch(create.result(), launch.component, user, deadline, channel, cancelled=cancelled, egress=egress,
+                       remote=remote)
         return await self._supervise(watch, spec=spec)
+
+    async def _create(self, spec: ContainerSpec, remote: RemoteRunDir | None) -> str:
+        """Create the run's container; in copy mode, fill its volumes from the host first."""
+        if remote is not None:
+            await remote.copy_in(spec.image)
+        return await self.engine.create(spec)
 
     def _record_start(self, launch: Launch, engine_info: dict[str, Any], deadline: float, **extra: Any) -> None:
         """Save the effective policy beside the run and record what is about to run, and where."""
@@ -260,6 +292,8 @@ class ContainerRun:
             deadline = 0.0
         user = _ownership.resolve_user(self.policy.user)
         watch = _Watch(state.id, self.ctx.metadata.component, user, deadline, started=state.started_at is not None)
+        if self.ctx.metadata.run_dir_mode == "copy":
+            watch.remote = RemoteRunDir.for_recovery(self.engine, self.ctx.run_id, self.ctx.run_dir)
         if not state.running and state.finished_at is not None and state.finished_at.timestamp() > deadline:
             watch.deadline_hit = True  # nobody was there to kill it; it ran past its deadline all the same
         recovered_by = _labels.supervisor_identity()[_labels.SUPERVISOR]
@@ -365,7 +399,9 @@ class ContainerRun:
         # The first sample waits a little: most short runs are over by then, and a stats call
         # racing container start costs the engine (2 cores) more than the sample is worth.
         await asyncio.sleep(min(interval, 0.2))
-        if quota is not None:
+        # copy mode: the run dir is on the engine's disk until the run ends; it is measured as it comes back
+        walk = (quota is not None or self.policy.max_files is not None) and watch.remote is None
+        if quota is not None and walk:
             with contextlib.suppress(DadSandboxError):
                 watch.pid = (await self.engine.inspect(watch.container_id)).pid
         while True:
@@ -378,7 +414,7 @@ class ContainerRun:
                     watch.cpu_ns = int(sample["cpu_total_ns"])
                 watch.samples += 1
             pause = interval
-            if quota is not None or self.policy.max_files is not None:
+            if walk:
                 t0 = time.monotonic()
                 usage = await asyncio.to_thread(self._live_usage, watch)
                 # a slow walk (a huge tree) spaces out the next, but never beyond a few seconds:
@@ -441,8 +477,11 @@ class ContainerRun:
             problems.append(f"{sink.internal_errors} output chunk(s) could not be recorded")
         os.close(logs_fd)
         os.close(metrics_fd)
+        copied = await watch.remote.copy_out(cid, self.policy) if watch.remote is not None else None
         # Everything that reads what the run wrote happens in a worker thread with its own budget.
         files = await asyncio.to_thread(self._settle_files, watch, problems)
+        if copied is not None:
+            self._note_copy_out(copied, files, problems)
         egress = await self._close_egress(watch, problems)
         report = files.collected.report if watch.component else None
 
@@ -452,7 +491,14 @@ class ContainerRun:
             status, reason = RunStatus.FAILED, "runner_report"
         elif status == RunStatus.FAILED and reason == "exit_code":
             reason = report_reason(report) or reason
-        breach = self._quota_breach(files.usage)
+        breach = files.copy_breach or self._quota_breach(files.usage)
+        if breach is not None and breach[0] == "engine_error":
+            if status in (RunStatus.COMPLETED, RunStatus.FAILED):
+                status, reason = RunStatus.CRASHED, "engine_error"
+                watch.failure = watch.failure or EngineError(breach[1])
+            else:
+                problems.append(breach[1])
+            breach = None
         if breach is not None and status in (RunStatus.COMPLETED, RunStatus.FAILED) and reason not in ("disk_quota", "file_quota"):
             status, reason = RunStatus.FAILED, breach[0]
             watch.limit_hit, watch.limit_detail = breach
@@ -482,6 +528,7 @@ class ContainerRun:
                 collection={name: rep.to_json() for name, rep in collection.items()},
                 tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
                 **({"egress": egress} if egress is not None else {}),
+                **({"run_dir_copy": watch.remote.report} if watch.remote is not None else {}),
                 **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
             )
         except Exception as exc:
@@ -493,6 +540,10 @@ class ContainerRun:
                 await engine.remove(cid)
             except DadSandboxError as exc:
                 log.error("could not remove the container; 'dad-sandbox gc' will", run_id=ctx.run_id, error=str(exc))
+                return
+            if watch.remote is not None:
+                for problem in await watch.remote.cleanup():
+                    log.error("copy mode: could not clean up; 'dad-sandbox gc' will", run_id=ctx.run_id, error=problem)
 
         # The final status is on disk; committing outcomes and removing the container are independent.
         await asyncio.gather(asyncio.to_thread(self._commit_outcomes), remove())
@@ -504,6 +555,24 @@ class ContainerRun:
             for n in (report or {}).get("nodes", [])
         ]
         return RunResult.from_metadata(md, ctx.run_dir, nodes)
+
+    @staticmethod
+    def _note_copy_out(copied: Extracted, files: _Files, problems: list[str]) -> None:
+        """Copy mode: what the copy-out refused is tampering; a copy cut short decides the status.
+
+        A quota or time budget reached while copying fails the run as a local run over its quota
+        does (an incomplete measurement fails closed); a broken transfer is the engine's failure.
+        """
+        files.tampering.extend(f"copy-out refused {entry}" for entry in copied.refused)
+        if copied.refused_count > len(copied.refused):
+            files.tampering.append(f"copy-out refused {copied.refused_count - len(copied.refused)} more entries")
+        if copied.limit in ("disk_quota", "file_quota"):
+            files.copy_breach = (copied.limit, copied.problem or copied.limit)
+        elif copied.limit == "budget":
+            files.copy_breach = ("disk_quota", f"the run dir could not be copied back in time, so its quota could not "
+                                               f"be checked: {copied.problem}")
+        elif copied.limit is not None:
+            files.copy_breach = ("engine_error", copied.problem or "the run dir could not be copied back")
 
     def _settle_files(self, watch: _Watch, problems: list[str]) -> _Files:
         """The host's whole work on a finished run's files; blocking, bounded, and it never raises.

@@ -31,6 +31,7 @@ from dad_sandbox.sandbox._events import MAX_BYTES, EventFeed, RunEvent
 from dad_sandbox.sandbox._isolated import IsolatedExecution
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._pool import POOL_LABEL, Slot, WarmPool, pointer_file
+from dad_sandbox.sandbox._remote_rundir import sweep_leftovers
 from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox.engine import ContainerState, Engine
 
@@ -318,6 +319,7 @@ class Supervisor:
         found.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=False))
         if wait:
             found.extend(await asyncio.gather(*tasks))
+            found.extend(await self._sweep_copy_leftovers(everywhere, dry_run=False))
         else:
             self._recovering.extend(tasks)
             found.extend(
@@ -342,7 +344,23 @@ class Supervisor:
             else:
                 out.append(await self._recover_one(state, kill=True))
         out.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=dry_run))
+        out.extend(await self._sweep_copy_leftovers(everywhere, dry_run=dry_run))
         return out
+
+    async def _sweep_copy_leftovers(self, everywhere: bool, *, dry_run: bool) -> list[Orphan]:
+        """Copy mode: probe and loader containers and run volumes a dead supervisor left (see ``_remote_rundir``)."""
+        try:
+            left = await sweep_leftovers(self.engine, under=None if everywhere else str(self.run_root), dry_run=dry_run)
+        except DadSandboxError as exc:
+            log.error("could not look for copy-mode leftovers", error=str(exc))
+            return []
+        return [
+            Orphan(container_id=item.name if item.kind != "volume" else "", run_id=item.run_id, run_dir=item.run_dir,
+                   state=item.kind, owner=item.owner,
+                   action=OrphanAction.WOULD_CLEAN if dry_run else (OrphanAction.REMOVED if item.removed else OrphanAction.SKIPPED),
+                   detail=f"copy-mode {item.kind} {item.name}" + (f": {item.problem}" if item.problem else ""))
+            for item in left
+        ]
 
     async def _abandon_containerless(self, containers: list[ContainerState], *, dry_run: bool) -> list[Orphan]:
         """Scan the run root for runs that are not final, have no container and no living owner."""

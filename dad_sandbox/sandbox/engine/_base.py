@@ -9,19 +9,26 @@ Every method documents what it raises, so callers can tell "the engine could not
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Mount:
-    """A bind mount of a host path into the container."""
+    """A host path (``kind="bind"``) or an engine volume by name (``kind="volume"``) in the container.
+
+    Volumes are what copy mode uses when the engine cannot see the host's files
+    (see ``sandbox/_remote_rundir.py``).
+    """
 
     source: str
     target: str
     read_only: bool = True
+    kind: Literal["bind", "volume"] = "bind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,9 @@ class Engine(abc.ABC):
     """Async access to a container engine. Implementations must be safe to call from one event loop."""
 
     name: str = "engine"
+    #: whether the volume and archive methods below work (copy mode); an engine without them is
+    #: used with bind mounts only
+    supports_copy: bool = False
 
     @abc.abstractmethod
     async def info(self) -> dict[str, Any]:
@@ -214,6 +224,55 @@ class Engine(abc.ABC):
         Raises:
             EngineError
         """
+
+    # ---------------------------------------------------------------- copy mode (engines that do not
+    # see the host's files): volumes and archives. Optional: an engine without them runs bind mounts only.
+
+    async def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create a named volume on the engine (empty, local driver).
+
+        Raises:
+            EngineError
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot make volumes")
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a named volume; no error if it is already gone.
+
+        Raises:
+            EngineError: e.g. a container still uses it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot remove volumes")
+
+    async def list_volumes(self, label: str) -> list[dict[str, Any]]:
+        """Volumes carrying ``label``: each ``{"name": …, "labels": {…}}``.
+
+        Raises:
+            EngineError
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list volumes")
+
+    async def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None:
+        """Unpack a tar archive (read from ``archive``, streamed) into ``path`` of a created container.
+
+        ``path`` must be in a writable volume or the container's writable root.
+
+        Raises:
+            ContainerGone, EngineError
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot copy files into a container")
+
+    async def get_archive(self, container_id: str, path: str, consume: Callable[[Iterator[bytes]], T]) -> T:
+        """Hand ``consume`` the tar of ``path`` in the container as a stream of chunks; return its result.
+
+        ``consume`` runs in a worker thread, so it may block; the stream is closed when it returns,
+        whether or not it read to the end (a consumer that stops at a quota ends the transfer).
+
+        Raises:
+            ContainerGone: the container, or ``path`` in it, does not exist.
+            EngineError
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot copy files out of a container")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

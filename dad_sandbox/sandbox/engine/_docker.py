@@ -15,9 +15,9 @@ import functools
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import docker
 import docker.errors
@@ -131,6 +131,7 @@ class DockerEngine(Engine):
     """:class:`Engine` backed by a Docker daemon (``DOCKER_HOST`` or the default socket)."""
 
     name = "docker"
+    supports_copy = True
 
     def __init__(self, *, call_timeout: float = DEFAULT_CALL_TIMEOUT, base_url: str | None = None) -> None:
         self._call_timeout = call_timeout
@@ -188,7 +189,8 @@ class DockerEngine(Engine):
             api = self.api
             host_config = api.create_host_config(
                 mounts=[
-                    docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                    docker.types.Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only,
+                                       no_copy=m.kind == "volume")  # a volume starts empty, whatever the image has there
                     for m in spec.mounts
                 ],
                 tmpfs=spec.tmpfs or None,
@@ -408,6 +410,51 @@ class DockerEngine(Engine):
             return states
 
         return await self._call(f"listing containers labelled {selector}", listing)
+
+    async def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        await self._call(f"creating volume {name}", lambda: self.api.create_volume(name=name, labels=labels),
+                         retry_transient=False)
+
+    async def remove_volume(self, name: str) -> None:
+        def remove() -> None:
+            try:
+                self.api.remove_volume(name, force=True)
+            except docker.errors.NotFound:
+                return
+
+        await self._call(f"removing volume {name}", remove)
+
+    async def list_volumes(self, label: str) -> list[dict[str, Any]]:
+        def listing() -> list[dict[str, Any]]:
+            found = self.api.volumes(filters={"label": label}).get("Volumes") or []
+            return [{"name": v["Name"], "labels": dict(v.get("Labels") or {})} for v in found]
+
+        return await self._call(f"listing volumes labelled {label}", listing)
+
+    async def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None:
+        def put() -> None:
+            # a client without a read timeout: a big archive takes the engine a while to unpack
+            client = self._client(timeout=None, version=self.api.api_version)
+            try:
+                if not client.put_archive(container_id, path, archive):
+                    raise EngineError(f"the engine refused the archive for {path} in container {container_id[:12]}")
+            finally:
+                client.close()
+
+        await self._call(f"copying files into {path} of the container", put, retry_transient=False)
+
+    async def get_archive(self, container_id: str, path: str, consume: Callable[[Iterator[bytes]], T]) -> T:
+        def get() -> T:
+            # a client of its own: closing it drops the connection, so a consumer that stopped early
+            # (a quota) ends the transfer instead of leaving unread data on a pooled connection
+            client = self._client(version=self.api.api_version)
+            try:
+                stream, _ = client.get_archive(container_id, path, chunk_size=1 << 20)
+                return consume(stream)
+            finally:
+                client.close()
+
+        return await self._call(f"copying {path} out of the container", get, retry_transient=False)
 
     async def close(self) -> None:
         if self._api is not None:
