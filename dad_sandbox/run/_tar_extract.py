@@ -115,15 +115,21 @@ class _Blocks:
         self._buf = bytearray()
         self._cap, self._done, self._deadline = cap, done, deadline
 
-    def _more(self) -> bool:
+    def _past_deadline(self) -> None:
         if time.monotonic() > self._deadline:
             self._done.stop("budget", "copying the run dir out took longer than its time budget")
             raise _Stop
+
+    def _more(self) -> bool:
+        self._past_deadline()
         try:
             chunk = next(self._it)
         except StopIteration:
+            # a read that ended past the deadline was cut by the source's watchdog (or was too slow anyway)
+            self._past_deadline()
             return False
         except Exception as exc:  # the source broke (engine error, connection lost)
+            self._past_deadline()
             self._done.stop("malformed", f"reading the archive failed: {type(exc).__name__}: {exc}")
             raise _Stop from exc
         self._done.raw_bytes += len(chunk)

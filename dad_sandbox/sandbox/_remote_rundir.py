@@ -63,6 +63,8 @@ MAX_PROJECT_BYTES = 512 << 20
 UNLIMITED_BYTES = 16 << 30
 UNLIMITED_ENTRIES = 1_000_000
 COPY_OUT_BUDGET_SECONDS = 120.0
+#: How long after the reader's budget the engine cuts a stream that is still open.
+_CUT_GRACE_SECONDS = 5.0
 
 
 def volume_name(run_id: str, role: str) -> str:
@@ -201,7 +203,10 @@ class RemoteRunDir:
                 return extract_tar(chunks, fd, limits, root_name=self.run_id, skip_top=(TRACE_DIR, STATIC_INPUTS_DIR))
 
             try:
-                done = await self.engine.get_archive(container_id, container_run_dir(self.run_id), consume)
+                # the engine cuts the stream a little after the reader's own budget, so a reader blocked
+                # on a stalled engine wakes up past its deadline and reports the budget, not a break
+                done = await self.engine.get_archive(container_id, container_run_dir(self.run_id), consume,
+                                                     budget=COPY_OUT_BUDGET_SECONDS + _CUT_GRACE_SECONDS)
             except DadSandboxError as exc:
                 done = Extracted()
                 done.stop("malformed", f"could not copy the run dir out of the container: {exc}")
