@@ -8,6 +8,7 @@ unix socket that answers ``/version`` and then sends the head of an archive and 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import socketserver
 import tarfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from dad_sandbox.errors import EngineError
 from dad_sandbox.sandbox import _remote_rundir
 from dad_sandbox.sandbox._policy import load_policy
 from dad_sandbox.sandbox._remote_rundir import RemoteRunDir
@@ -45,6 +47,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             request += data
         line = request.split(b"\r\n", 1)[0]
+        if line.startswith(b"PUT"):
+            self.stop.wait()  # takes the request, never reads the body, never answers
+            return
         if b"/archive" not in line:
             body = b'{"ApiVersion": "1.41", "Version": "20.10.0", "MinAPIVersion": "1.12"}'
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
@@ -105,3 +110,19 @@ def test_copy_out_ends_at_its_budget_when_the_engine_drips(
     assert done.limit == "budget", done  # type: ignore[attr-defined]
     assert time.monotonic() - t0 < 30
     assert not (run_dir / "big").exists() or (run_dir / "big").stat().st_size < 1 << 20
+
+
+def test_copy_in_fails_when_the_engine_stops_answering(dripping_engine: str) -> None:
+    """An engine that takes an archive and never answers fails the copy-in instead of hanging it.
+
+    ``put_archive`` used a client without any read timeout (a big archive takes a while to
+    unpack): a stalled engine kept the run in ``preparing`` and a worker thread forever.
+    """
+    engine = DockerEngine(base_url=dripping_engine, call_timeout=2.0)
+
+    async def main() -> None:
+        # the outer bound only keeps a regression from hanging the suite
+        await asyncio.wait_for(engine.put_archive("c0ffee", "/dad/load/run", io.BytesIO(bytes(10240))), 20)
+
+    with pytest.raises(EngineError):
+        asyncio.run(main())
