@@ -253,9 +253,12 @@ class _Extractor:
                 os.close(self._parent[1])
         return self.done
 
-    def _extended(self, blocks: _Blocks, size: int) -> bytes:
-        if size > MAX_EXTENDED_HEADER:
-            self.done.stop("malformed", f"an extended tar header of {size} bytes (more than {MAX_EXTENDED_HEADER})")
+    def _extended(self, blocks: _Blocks, size: int, before: int) -> bytes:
+        """One PAX or GNU long-name header's data; ``before``: the extended bytes this entry already had."""
+        if before + size > MAX_EXTENDED_HEADER:
+            # in total, not each: records of successive headers are merged until their entry comes
+            self.done.stop("malformed", f"extended tar headers of {before + size} bytes for one entry "
+                                        f"(more than {MAX_EXTENDED_HEADER})")
             raise _Stop
         data = blocks.read(_padded(size))
         if data is None:
@@ -267,6 +270,7 @@ class _Extractor:
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
         long_link: bytes | None = None
+        extended = 0  # bytes of extended headers read for this entry
         while True:
             header = blocks.read(BLOCK)
             if header is None or header == bytes(BLOCK):
@@ -280,7 +284,8 @@ class _Extractor:
                 self.done.stop("malformed", "a tar header with an unreadable size")
                 raise _Stop
             if kind in (_PAX, _PAX_GLOBAL):
-                records = _pax_records(self._extended(blocks, size))
+                records = _pax_records(self._extended(blocks, size, extended))
+                extended += size
                 if records is None:
                     self.done.stop("malformed", "a malformed PAX header")
                     raise _Stop
@@ -288,7 +293,8 @@ class _Extractor:
                     pax.update(records)
                 continue
             if kind in (_GNU_LONGNAME, _GNU_LONGLINK):
-                value = self._extended(blocks, size).split(b"\0", 1)[0]
+                value = self._extended(blocks, size, extended).split(b"\0", 1)[0]
+                extended += size
                 if kind == _GNU_LONGNAME:
                     long_name = value
                 else:

@@ -239,3 +239,33 @@ def test_truncated_and_corrupt_archives_end_cleanly(box: tuple[Path, Path]) -> N
 
     done = _extract(dest, broken())
     assert done.limit == "malformed" and "engine went away" in (done.problem or "")
+
+
+def _pax_flood(headers: int, size: int) -> Iterator[bytes]:
+    """PAX headers back to back, each full of distinct keys, and never the entry they describe."""
+    for i in range(headers):
+        record = b""
+        key = 0
+        while len(record) < size - 64:
+            body = b" k%d.%d=%s\n" % (i, key, b"v" * 1000)
+            length = len(body) + len(str(len(body) + 3))
+            if len(str(length)) != len(str(len(body) + 3)):
+                length = len(body) + len(str(length))
+            record += str(length).encode() + body
+            key += 1
+        header = _info(f"././@PaxHeader{i}", kind=tarfile.XHDTYPE, size=len(record))
+        yield header.tobuf(format=tarfile.USTAR_FORMAT) + record + bytes(-len(record) % BLOCK)
+
+
+def test_a_flood_of_extended_headers_is_bounded(box: tuple[Path, Path]) -> None:
+    """Extended headers for one entry are bounded in total, not one by one.
+
+    Each PAX header under the size cap was accepted and its records merged into one dict until an
+    entry came: a hostile engine could grow the supervisor's memory as far as the raw-byte cap
+    (the disk quota) by sending headers and never the entry.
+    """
+    dest, _ = box
+    limits = ExtractLimits(max_bytes=1 << 30, max_entries=1_000)
+    done = _extract(dest, _pax_flood(400, 200 << 10), limits)
+    assert done.limit == "malformed"
+    assert done.raw_bytes < 2 << 20, done.raw_bytes
