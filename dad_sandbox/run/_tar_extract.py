@@ -369,6 +369,9 @@ class _Extractor:
     def _parts(self, entry: _Entry) -> tuple[bytes, ...] | None:
         """The entry's path below the archive's top folder; None (and reported) if refused."""
         name = entry.name
+        if b"\0" in name:  # only a PAX record can carry one; the OS calls would raise ValueError
+            self.done.refuse(name, "a name with a NUL byte")
+            return None
         if name.startswith(b"/"):
             self.done.refuse(name, "an absolute path")
             return None
@@ -470,7 +473,7 @@ class _Extractor:
 
     def _symlink(self, entry: _Entry, parts: tuple[bytes, ...]) -> None:
         target = entry.linkname
-        if not target or target.startswith(b"/") or b".." in target.split(b"/"):
+        if not target or target.startswith(b"/") or b".." in target.split(b"/") or b"\0" in target:
             self.done.refuse(entry.name, f"a symlink to {shown(target, 100)} (only links down its own folder are kept)")
             return
         parent = self._open_parent(parts)

@@ -269,3 +269,29 @@ def test_a_flood_of_extended_headers_is_bounded(box: tuple[Path, Path]) -> None:
     done = _extract(dest, _pax_flood(400, 200 << 10), limits)
     assert done.limit == "malformed"
     assert done.raw_bytes < 2 << 20, done.raw_bytes
+
+
+def test_a_nul_byte_in_a_name_refuses_that_entry_only(box: tuple[Path, Path]) -> None:
+    """A PAX name or link target with a NUL byte is refused; the rest of the archive still comes back.
+
+    The OS calls raise ValueError (not OSError) on such a name: it escaped the per-entry handling,
+    ended the whole copy-out as a broken transfer (the run ``crashed``) and leaked a descriptor.
+    """
+    dest, _ = box
+    bad_dir = _info(f"{ROOT}/x", tarfile.DIRTYPE)
+    bad_dir.pax_headers = {"path": f"{ROOT}/a\x00b/"}
+    bad_file = _info(f"{ROOT}/y", size=1)
+    bad_file.pax_headers = {"path": f"{ROOT}/c\x00d"}
+    bad_link = _info(f"{ROOT}/l", tarfile.SYMTYPE)
+    bad_link.pax_headers = {"linkpath": "e\x00f"}
+    nested = _info(f"{ROOT}/z", size=1)
+    nested.pax_headers = {"path": f"{ROOT}/g\x00h/i"}
+    data = _tar((bad_dir, None), (bad_file, b"x"), (bad_link, None), (nested, b"x"),
+                (_info(f"{ROOT}/ok", size=2), b"ok"))
+    before = len(os.listdir("/proc/self/fd"))
+    done = _extract(dest, data)
+    assert done.complete, done.problem
+    assert (dest / "ok").read_bytes() == b"ok"
+    assert done.refused_count == 4
+    assert sorted(os.listdir(dest)) == ["ok"]
+    assert len(os.listdir("/proc/self/fd")) == before
