@@ -480,7 +480,12 @@ class _Extractor:
         try:
             if parent is None:
                 raise OSError(errno.ENOTDIR, "no parent")
-            os.symlink(target, parts[-1], dir_fd=parent)
+            try:
+                os.symlink(target, parts[-1], dir_fd=parent)
+            except FileExistsError:
+                # the same link, made by an earlier copy of this run dir cut short (a recovery copies again)
+                if os.readlink(parts[-1], dir_fd=parent) != target:
+                    raise
         except OSError:
             self.done.refuse(entry.name, "a symlink that could not be made (something is in the way)")
 

@@ -295,3 +295,27 @@ def test_a_nul_byte_in_a_name_refuses_that_entry_only(box: tuple[Path, Path]) ->
     assert done.refused_count == 4
     assert sorted(os.listdir(dest)) == ["ok"]
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_second_copy_into_a_partly_copied_run_dir_reports_no_tampering(box: tuple[Path, Path]) -> None:
+    """Recovery copies out again over what a killed supervisor's copy left: the run's own links are no tampering.
+
+    A supervisor SIGKILLed during the copy-out leaves part of the run dir on the host; the next
+    supervisor re-attaches and copies it all again. Files are overwritten, folders reused, but a
+    symlink the first copy made was refused as 'something is in the way' and listed as tampering.
+    A link that is in the way but points elsewhere is still refused.
+    """
+    dest, _ = box
+    data = _tar(
+        (_info(f"{ROOT}/sub/", tarfile.DIRTYPE, mode=0o755), None),
+        (_info(f"{ROOT}/sub/f", size=1), b"x"),
+        (_info(f"{ROOT}/latest", tarfile.SYMTYPE, link="sub/f"), None),
+    )
+    assert _extract(dest, data).refused_count == 0
+    again = _extract(dest, data)
+    assert again.complete and again.refused_count == 0, again.refused
+    assert os.readlink(dest / "latest") == "sub/f"
+    os.unlink(dest / "latest")
+    os.symlink("sub", dest / "latest")
+    assert _extract(dest, data).refused_count == 1
+    assert os.readlink(dest / "latest") == "sub"
