@@ -115,15 +115,21 @@ class _Blocks:
         self._buf = bytearray()
         self._cap, self._done, self._deadline = cap, done, deadline
 
-    def _more(self) -> bool:
+    def _past_deadline(self) -> None:
         if time.monotonic() > self._deadline:
             self._done.stop("budget", "copying the run dir out took longer than its time budget")
             raise _Stop
+
+    def _more(self) -> bool:
+        self._past_deadline()
         try:
             chunk = next(self._it)
         except StopIteration:
+            # a read that ended past the deadline was cut by the source's watchdog (or was too slow anyway)
+            self._past_deadline()
             return False
         except Exception as exc:  # the source broke (engine error, connection lost)
+            self._past_deadline()
             self._done.stop("malformed", f"reading the archive failed: {type(exc).__name__}: {exc}")
             raise _Stop from exc
         self._done.raw_bytes += len(chunk)
@@ -247,9 +253,12 @@ class _Extractor:
                 os.close(self._parent[1])
         return self.done
 
-    def _extended(self, blocks: _Blocks, size: int) -> bytes:
-        if size > MAX_EXTENDED_HEADER:
-            self.done.stop("malformed", f"an extended tar header of {size} bytes (more than {MAX_EXTENDED_HEADER})")
+    def _extended(self, blocks: _Blocks, size: int, before: int) -> bytes:
+        """One PAX or GNU long-name header's data; ``before``: the extended bytes this entry already had."""
+        if before + size > MAX_EXTENDED_HEADER:
+            # in total, not each: records of successive headers are merged until their entry comes
+            self.done.stop("malformed", f"extended tar headers of {before + size} bytes for one entry "
+                                        f"(more than {MAX_EXTENDED_HEADER})")
             raise _Stop
         data = blocks.read(_padded(size))
         if data is None:
@@ -261,6 +270,7 @@ class _Extractor:
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
         long_link: bytes | None = None
+        extended = 0  # bytes of extended headers read for this entry
         while True:
             header = blocks.read(BLOCK)
             if header is None or header == bytes(BLOCK):
@@ -274,7 +284,8 @@ class _Extractor:
                 self.done.stop("malformed", "a tar header with an unreadable size")
                 raise _Stop
             if kind in (_PAX, _PAX_GLOBAL):
-                records = _pax_records(self._extended(blocks, size))
+                records = _pax_records(self._extended(blocks, size, extended))
+                extended += size
                 if records is None:
                     self.done.stop("malformed", "a malformed PAX header")
                     raise _Stop
@@ -282,7 +293,8 @@ class _Extractor:
                     pax.update(records)
                 continue
             if kind in (_GNU_LONGNAME, _GNU_LONGLINK):
-                value = self._extended(blocks, size).split(b"\0", 1)[0]
+                value = self._extended(blocks, size, extended).split(b"\0", 1)[0]
+                extended += size
                 if kind == _GNU_LONGNAME:
                     long_name = value
                 else:
@@ -357,6 +369,9 @@ class _Extractor:
     def _parts(self, entry: _Entry) -> tuple[bytes, ...] | None:
         """The entry's path below the archive's top folder; None (and reported) if refused."""
         name = entry.name
+        if b"\0" in name:  # only a PAX record can carry one; the OS calls would raise ValueError
+            self.done.refuse(name, "a name with a NUL byte")
+            return None
         if name.startswith(b"/"):
             self.done.refuse(name, "an absolute path")
             return None
@@ -458,14 +473,19 @@ class _Extractor:
 
     def _symlink(self, entry: _Entry, parts: tuple[bytes, ...]) -> None:
         target = entry.linkname
-        if not target or target.startswith(b"/") or b".." in target.split(b"/"):
+        if not target or target.startswith(b"/") or b".." in target.split(b"/") or b"\0" in target:
             self.done.refuse(entry.name, f"a symlink to {shown(target, 100)} (only links down its own folder are kept)")
             return
         parent = self._open_parent(parts)
         try:
             if parent is None:
                 raise OSError(errno.ENOTDIR, "no parent")
-            os.symlink(target, parts[-1], dir_fd=parent)
+            try:
+                os.symlink(target, parts[-1], dir_fd=parent)
+            except FileExistsError:
+                # the same link, made by an earlier copy of this run dir cut short (a recovery copies again)
+                if os.readlink(parts[-1], dir_fd=parent) != target:
+                    raise
         except OSError:
             self.done.refuse(entry.name, "a symlink that could not be made (something is in the way)")
 

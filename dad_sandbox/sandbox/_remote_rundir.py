@@ -59,10 +59,15 @@ LOADER_LABEL = "dad.loader"
 _LOAD_ROOT = "/dad-load"
 #: The project is copied whole for every run; past this it is refused with a clear message.
 MAX_PROJECT_BYTES = 512 << 20
+#: A re-run's previous run dir is copied in too; it holds what a run wrote, so it is bounded as well
+#: (a bind-mode run may leave a sparse file far larger than the disk blocks its quota counted).
+MAX_PREVIOUS_RUN_BYTES = 1 << 30
 #: Copy-out bounds when the policy says "unlimited".
 UNLIMITED_BYTES = 16 << 30
 UNLIMITED_ENTRIES = 1_000_000
 COPY_OUT_BUDGET_SECONDS = 120.0
+#: How long after the reader's budget the engine cuts a stream that is still open.
+_CUT_GRACE_SECONDS = 5.0
 
 
 def volume_name(run_id: str, role: str) -> str:
@@ -111,7 +116,8 @@ class RemoteRunDir:
         }
         previous = ctx.previous_run_dir
         if previous is not None:
-            sources["previous"] = _Source("previous", previous, (0, 0), True, hollow=(TRACE_DIR,))
+            sources["previous"] = _Source("previous", previous, (0, 0), True, hollow=(TRACE_DIR,),
+                                          max_bytes=MAX_PREVIOUS_RUN_BYTES)
         return cls(engine, ctx.run_id, run_dir, sources)
 
     @classmethod
@@ -151,7 +157,7 @@ class RemoteRunDir:
         """Make the run's volumes and fill them from the host folders, before the run's container exists.
 
         Raises:
-            RunSetupError: the project is too big to copy.
+            RunSetupError: the project, or a re-run's previous run dir, is too big to copy.
             EngineError: the engine refused a volume, the loader or an archive.
         """
         t0 = time.monotonic()
@@ -201,7 +207,10 @@ class RemoteRunDir:
                 return extract_tar(chunks, fd, limits, root_name=self.run_id, skip_top=(TRACE_DIR, STATIC_INPUTS_DIR))
 
             try:
-                done = await self.engine.get_archive(container_id, container_run_dir(self.run_id), consume)
+                # the engine cuts the stream a little after the reader's own budget, so a reader blocked
+                # on a stalled engine wakes up past its deadline and reports the budget, not a break
+                done = await self.engine.get_archive(container_id, container_run_dir(self.run_id), consume,
+                                                     budget=COPY_OUT_BUDGET_SECONDS + _CUT_GRACE_SECONDS)
             except DadSandboxError as exc:
                 done = Extracted()
                 done.stop("malformed", f"could not copy the run dir out of the container: {exc}")
@@ -269,20 +278,30 @@ def _pack(source: _Source, out: IO[bytes]) -> int:
             dirnames[:] = keep_dirs
             for name in sorted(filenames):
                 path, arc = here / name, (rel_dir / name).as_posix()
-                packed += _pack_entry(tar, path, arc, source)
-                if source.max_bytes is not None and packed > source.max_bytes:
-                    raise RunSetupError(
-                        f"{source.path} holds more than {source.max_bytes >> 20} MiB, too much to copy to an engine "
-                        "that does not see this host's files for every run; use a smaller project root, or an "
-                        "engine on this host (bind mounts)"
-                    )
+                room = source.max_bytes - packed if source.max_bytes is not None else None
+                packed += _pack_entry(tar, path, arc, source, room)
         for name in source.hollow:  # mount points the host folder does not have
             if not (top / name).is_dir():
                 tar.addfile(_dir_info((base / name).as_posix(), source, 0o555, owner=(0, 0)))
     return packed
 
 
-def _pack_entry(tar: tarfile.TarFile, path: Path, arc: str, source: _Source) -> int:
+def _too_big(source: _Source) -> RunSetupError:
+    limit = f"{(source.max_bytes or 0) >> 20} MiB"
+    if source.role == "previous":
+        return RunSetupError(
+            f"the previous run dir {source.path} holds more than {limit} (counting files by their size, sparse or "
+            "not), too much to copy to an engine that does not see this host's files; re-run it on an engine on "
+            "this host (bind mounts), or from a smaller previous run"
+        )
+    return RunSetupError(
+        f"{source.path} holds more than {limit}, too much to copy to an engine that does not see this host's files "
+        "for every run; use a smaller project root, or an engine on this host (bind mounts)"
+    )
+
+
+def _pack_entry(tar: tarfile.TarFile, path: Path, arc: str, source: _Source, room: int | None) -> int:
+    """Pack one non-folder entry; ``room``: bytes of data still allowed (checked before any is read)."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -302,6 +321,8 @@ def _pack_entry(tar: tarfile.TarFile, path: Path, arc: str, source: _Source) -> 
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return 0
         info = tar.gettarinfo(fileobj=handle, arcname=arc)
+        if room is not None and info.size > room:
+            raise _too_big(source)
         _own(info, source)
         tar.addfile(info, handle)
         return info.size

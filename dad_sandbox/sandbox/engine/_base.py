@@ -262,11 +262,15 @@ class Engine(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot copy files into a container")
 
-    async def get_archive(self, container_id: str, path: str, consume: Callable[[Iterator[bytes]], T]) -> T:
+    async def get_archive(
+        self, container_id: str, path: str, consume: Callable[[Iterator[bytes]], T], *, budget: float | None = None
+    ) -> T:
         """Hand ``consume`` the tar of ``path`` in the container as a stream of chunks; return its result.
 
         ``consume`` runs in a worker thread, so it may block; the stream is closed when it returns,
         whether or not it read to the end (a consumer that stops at a quota ends the transfer).
+        ``budget``: seconds after which the stream is cut (the next read fails or ends), however
+        slowly the engine sends; None: the engine's call timeout.
 
         Raises:
             ContainerGone: the container, or ``path`` in it, does not exist.

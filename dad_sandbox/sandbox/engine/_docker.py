@@ -443,15 +443,31 @@ class DockerEngine(Engine):
 
         await self._call(f"copying files into {path} of the container", put, retry_transient=False)
 
-    async def get_archive(self, container_id: str, path: str, consume: Callable[[Iterator[bytes]], T]) -> T:
+    async def get_archive(
+        self, container_id: str, path: str, consume: Callable[[Iterator[bytes]], T], *, budget: float | None = None
+    ) -> T:
         def get() -> T:
             # a client of its own: closing it drops the connection, so a consumer that stopped early
             # (a quota) ends the transfer instead of leaving unread data on a pooled connection
             client = self._client(version=self.api.api_version)
+            watchdog: threading.Timer | None = None
             try:
-                stream, _ = client.get_archive(container_id, path, chunk_size=1 << 20)
-                return consume(stream)
+                # Not ``client.get_archive``: it takes the socket's read timeout away for the stream,
+                # and a consumer checks its own budget only between chunks, so an engine that went
+                # silent after the headers, or drips a byte at a time, held this thread forever. Here
+                # the read timeout stays and a watchdog shuts the socket down at the budget.
+                sdk: Any = client  # the SDK's own request helpers (not in its type stubs)
+                response = sdk._get(sdk._url("/containers/{0}/archive", container_id),
+                                    params={"path": path}, stream=True, headers={"Accept-Encoding": "identity"})
+                sdk._raise_for_status(response)
+                sock = sdk._get_raw_response_socket(response)
+                watchdog = threading.Timer(budget if budget is not None else self._call_timeout, _hang_up, (sock,))
+                watchdog.daemon = True
+                watchdog.start()
+                return consume(response.iter_content(1 << 20, decode_unicode=False))
             finally:
+                if watchdog is not None:
+                    watchdog.cancel()
                 client.close()
 
         return await self._call(f"copying {path} out of the container", get, retry_transient=False)
@@ -469,6 +485,13 @@ def _feed(sock: socket.socket, data: bytes) -> None:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+def _hang_up(sock: Any) -> None:
+    """End a blocked read on a response's socket (the SDK hands back a socket or a wrapper of one)."""
+    raw = getattr(sock, "_sock", sock)
+    with contextlib.suppress(OSError, AttributeError):
+        raw.shutdown(socket.SHUT_RDWR)
 
 
 def _exec_exit(client: docker.APIClient, exec_id: str) -> ExecExit:

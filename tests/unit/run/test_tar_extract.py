@@ -239,3 +239,83 @@ def test_truncated_and_corrupt_archives_end_cleanly(box: tuple[Path, Path]) -> N
 
     done = _extract(dest, broken())
     assert done.limit == "malformed" and "engine went away" in (done.problem or "")
+
+
+def _pax_flood(headers: int, size: int) -> Iterator[bytes]:
+    """PAX headers back to back, each full of distinct keys, and never the entry they describe."""
+    for i in range(headers):
+        record = b""
+        key = 0
+        while len(record) < size - 64:
+            body = b" k%d.%d=%s\n" % (i, key, b"v" * 1000)
+            length = len(body) + len(str(len(body) + 3))
+            if len(str(length)) != len(str(len(body) + 3)):
+                length = len(body) + len(str(length))
+            record += str(length).encode() + body
+            key += 1
+        header = _info(f"././@PaxHeader{i}", kind=tarfile.XHDTYPE, size=len(record))
+        yield header.tobuf(format=tarfile.USTAR_FORMAT) + record + bytes(-len(record) % BLOCK)
+
+
+def test_a_flood_of_extended_headers_is_bounded(box: tuple[Path, Path]) -> None:
+    """Extended headers for one entry are bounded in total, not one by one.
+
+    Each PAX header under the size cap was accepted and its records merged into one dict until an
+    entry came: a hostile engine could grow the supervisor's memory as far as the raw-byte cap
+    (the disk quota) by sending headers and never the entry.
+    """
+    dest, _ = box
+    limits = ExtractLimits(max_bytes=1 << 30, max_entries=1_000)
+    done = _extract(dest, _pax_flood(400, 200 << 10), limits)
+    assert done.limit == "malformed"
+    assert done.raw_bytes < 2 << 20, done.raw_bytes
+
+
+def test_a_nul_byte_in_a_name_refuses_that_entry_only(box: tuple[Path, Path]) -> None:
+    """A PAX name or link target with a NUL byte is refused; the rest of the archive still comes back.
+
+    The OS calls raise ValueError (not OSError) on such a name: it escaped the per-entry handling,
+    ended the whole copy-out as a broken transfer (the run ``crashed``) and leaked a descriptor.
+    """
+    dest, _ = box
+    bad_dir = _info(f"{ROOT}/x", tarfile.DIRTYPE)
+    bad_dir.pax_headers = {"path": f"{ROOT}/a\x00b/"}
+    bad_file = _info(f"{ROOT}/y", size=1)
+    bad_file.pax_headers = {"path": f"{ROOT}/c\x00d"}
+    bad_link = _info(f"{ROOT}/l", tarfile.SYMTYPE)
+    bad_link.pax_headers = {"linkpath": "e\x00f"}
+    nested = _info(f"{ROOT}/z", size=1)
+    nested.pax_headers = {"path": f"{ROOT}/g\x00h/i"}
+    data = _tar((bad_dir, None), (bad_file, b"x"), (bad_link, None), (nested, b"x"),
+                (_info(f"{ROOT}/ok", size=2), b"ok"))
+    before = len(os.listdir("/proc/self/fd"))
+    done = _extract(dest, data)
+    assert done.complete, done.problem
+    assert (dest / "ok").read_bytes() == b"ok"
+    assert done.refused_count == 4
+    assert sorted(os.listdir(dest)) == ["ok"]
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_second_copy_into_a_partly_copied_run_dir_reports_no_tampering(box: tuple[Path, Path]) -> None:
+    """Recovery copies out again over what a killed supervisor's copy left: the run's own links are no tampering.
+
+    A supervisor SIGKILLed during the copy-out leaves part of the run dir on the host; the next
+    supervisor re-attaches and copies it all again. Files are overwritten, folders reused, but a
+    symlink the first copy made was refused as 'something is in the way' and listed as tampering.
+    A link that is in the way but points elsewhere is still refused.
+    """
+    dest, _ = box
+    data = _tar(
+        (_info(f"{ROOT}/sub/", tarfile.DIRTYPE, mode=0o755), None),
+        (_info(f"{ROOT}/sub/f", size=1), b"x"),
+        (_info(f"{ROOT}/latest", tarfile.SYMTYPE, link="sub/f"), None),
+    )
+    assert _extract(dest, data).refused_count == 0
+    again = _extract(dest, data)
+    assert again.complete and again.refused_count == 0, again.refused
+    assert os.readlink(dest / "latest") == "sub/f"
+    os.unlink(dest / "latest")
+    os.symlink("sub", dest / "latest")
+    assert _extract(dest, data).refused_count == 1
+    assert os.readlink(dest / "latest") == "sub"

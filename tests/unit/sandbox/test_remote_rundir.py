@@ -141,3 +141,40 @@ def test_a_copy_cut_short_decides_the_status(limit: str | None, breach: str | No
     ContainerRun._note_copy_out(copied, files, [])
     assert (files.copy_breach[0] if files.copy_breach else None) == breach
     assert files.tampering == ["copy-out refused run/\\x1b[2Jx: a FIFO"]
+
+
+class _Sink:
+    """An archive destination that counts what is written and gives up past a bound (the test's, not the code's)."""
+
+    def __init__(self, bound: int) -> None:
+        self.written, self.bound = 0, bound
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.written > self.bound:
+            raise AssertionError(f"packed more than {self.bound} bytes")
+        return len(data)
+
+    def tell(self) -> int:
+        return self.written
+
+
+def test_a_sparse_file_in_the_previous_run_cannot_fill_the_hosts_disk(ctx: RunContext) -> None:
+    """A re-run in copy mode packs the previous run dir, which a run wrote: it is bounded, before reading.
+
+    A bind-mode run counts disk blocks against its quota, so it can leave a sparse file of a
+    terabyte that costs nothing. Packing it for a re-run on an engine that does not see this host
+    read all of it into a temporary file on the host: the previous run source had no byte cap,
+    and the project's cap was checked only after a file had been packed whole.
+    """
+    with open(ctx.run_dir / "big", "wb") as handle:
+        handle.truncate(64 << 30)  # 64 GiB, no block allocated
+    rerun = RunContext("exec", ctx.project_root, previous_run_id=ctx.run_id)
+    rerun.setup_run()
+    plan = RemoteRunDir.for_run(FakeEngine(), rerun, USER)
+    with pytest.raises(RunSetupError, match="previous"):
+        _pack(plan.sources["previous"], _Sink(8 << 20))  # type: ignore[arg-type]
+    (ctx.project_root / "sparse").write_bytes(b"")
+    os.truncate(ctx.project_root / "sparse", 64 << 30)
+    with pytest.raises(RunSetupError, match="smaller project root"):
+        _pack(plan.sources["project"], _Sink(8 << 20))  # type: ignore[arg-type]
