@@ -16,11 +16,13 @@ _EXPORTS = {
     "RunEnvParams": "dad_sandbox.run._env_params",
     "RunLayout": "dad_sandbox.run._layout",
     "RunMetadata": "dad_sandbox.run._metadata",
+    "RunReason": "dad_sandbox.run._status",
     "RunStatus": "dad_sandbox.run._status",
     "StaticInputs": "dad_sandbox.run._static_inputs",
     "TERMINAL_STATUSES": "dad_sandbox.run._status",
     "check_element_id": "dad_sandbox.run._layout",
     "combine_status": "dad_sandbox.run._status",
+    "is_known_reason": "dad_sandbox.run._status",
     "is_valid_run_id": "dad_sandbox.run._ids",
     "new_run_id": "dad_sandbox.run._ids",
     "read_metadata": "dad_sandbox.run._metadata",
@@ -33,11 +35,13 @@ __all__ = [
     "RunEnvParams",
     "RunLayout",
     "RunMetadata",
+    "RunReason",
     "RunStatus",
     "StaticInputs",
     "TERMINAL_STATUSES",
     "check_element_id",
     "combine_status",
+    "is_known_reason",
     "is_valid_run_id",
     "new_run_id",
     "read_metadata",
@@ -54,4 +58,4 @@ if TYPE_CHECKING:
     from dad_sandbox.run._layout import RunLayout, check_element_id
     from dad_sandbox.run._metadata import OutputInfo, RerunInfo, RunMetadata, read_metadata
     from dad_sandbox.run._static_inputs import StaticInputs
-    from dad_sandbox.run._status import TERMINAL_STATUSES, RunStatus, combine_status
+    from dad_sandbox.run._status import TERMINAL_STATUSES, RunReason, RunStatus, combine_status, is_known_reason

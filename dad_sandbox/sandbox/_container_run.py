@@ -25,9 +25,10 @@ from typing import Any
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
-from dad_sandbox.run import RunContext, RunStatus, _hostile, _safe_fs
+from dad_sandbox.run import RunContext, RunReason, RunStatus, _hostile, _safe_fs
 from dad_sandbox.run._collect import Collected, collect_runner_files
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
+from dad_sandbox.run._metadata import RecordFields
 from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _egress_proxy, _labels, _ownership
 from dad_sandbox.sandbox._classify import classify, signal_name
@@ -77,7 +78,7 @@ class _Watch:
     deadline_hit: bool = False
     cancelled: bool = False
     started: bool = False  # the engine started the container (a never-started one has no output to drain)
-    limit_hit: str | None = None
+    limit_hit: RunReason | None = None
     engine_lost: bool = False
     failure: BaseException | None = None
     peak_memory: int | None = None
@@ -140,10 +141,10 @@ class ContainerRun:
         try:
             engine_info = await self.engine.info()
         except EngineError as exc:
-            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
+            ctx.record(status=RunStatus.CRASHED, reason=RunReason.ENGINE_ERROR, error=str(exc), execution="isolated")
             raise
         except asyncio.CancelledError:
-            ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+            ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before its container was created")
             raise
         user = _ownership.resolve_user(policy.user)
         _ownership.prepare(ctx.run_dir, user)
@@ -157,7 +158,7 @@ class ContainerRun:
             if egress is not None:
                 await egress.close()
             if isinstance(exc, DadSandboxError):  # refused before any container: final at once
-                ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
+                ctx.record(status=RunStatus.FAILED, reason=RunReason.INVALID_REQUEST, error=str(exc), execution="isolated")
             raise
         self._record_start(launch, engine_info, deadline)
         # The create call runs to its end even when we are cancelled meanwhile: the engine may be
@@ -167,9 +168,9 @@ class ContainerRun:
         if create.cancelled() or create.exception() is not None:
             error = create.exception() if not create.cancelled() else None
             if cancelled or error is None:
-                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+                ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before its container was created")
             else:
-                ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {error}")
+                ctx.record(status=RunStatus.CRASHED, reason=RunReason.ENGINE_ERROR, error=f"could not create the container: {error}")
             _ownership.reclaim(ctx.run_dir, user)
             if egress is not None:
                 await egress.close()
@@ -414,15 +415,15 @@ class ContainerRun:
         return DirUsage(usage.bytes + held, usage.entries, usage.complete and complete,
                         usage.problem or (None if complete else "too many open files to examine"))
 
-    def _quota_breach(self, usage: DirUsage) -> tuple[str, str] | None:
+    def _quota_breach(self, usage: DirUsage) -> tuple[RunReason, str] | None:
         """``(reason, detail)`` when the run dir is over a quota or could not be measured (fails closed)."""
         quota, limit = self.policy.disk_quota, self.policy.max_files
         if quota is not None and usage.bytes > quota:
-            return "disk_quota", f"the run dir went over its disk quota of {quota} bytes ({usage.bytes} bytes)"
+            return RunReason.DISK_QUOTA, f"the run dir went over its disk quota of {quota} bytes ({usage.bytes} bytes)"
         if limit is not None and usage.entries > limit:
-            return "file_quota", f"the run dir went over its limit of {limit} files and folders"
+            return RunReason.FILE_QUOTA, f"the run dir went over its limit of {limit} files and folders"
         if not usage.complete:
-            return "disk_quota", f"the run dir could not be measured, so its quota could not be checked: {usage.problem}"
+            return RunReason.DISK_QUOTA, f"the run dir could not be measured, so its quota could not be checked: {usage.problem}"
         return None
 
     # ------------------------------------------------------------------ finalizing
@@ -449,8 +450,8 @@ class ContainerRun:
         status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled,
                                   limit_hit=watch.limit_hit, engine_lost=watch.engine_lost)
         if watch.component and status == RunStatus.COMPLETED and (report or {}).get("status") != "completed":
-            status, reason = RunStatus.FAILED, "runner_report"
-        elif status == RunStatus.FAILED and reason == "exit_code":
+            status, reason = RunStatus.FAILED, RunReason.RUNNER_REPORT
+        elif status == RunStatus.FAILED and reason == RunReason.EXIT_CODE:
             reason = report_reason(report) or reason
         breach = self._quota_breach(files.usage)
         if breach is not None and status in (RunStatus.COMPLETED, RunStatus.FAILED) and reason not in ("disk_quota", "file_quota"):
@@ -468,22 +469,22 @@ class ContainerRun:
         if state is not None and state.exit_code is not None and state.exit_code > 128:
             resources["exit_signal"] = signal_name(state.exit_code - 128)
         collection = files.collected.files
+        details: RecordFields = {
+            "reason": reason,
+            "container_id": cid,
+            "image_id": state.image_id if state else None,
+            "exit_code": state.exit_code if state else None,
+            "output": output,
+            "resources": resources,
+            "collection": {name: rep.to_json() for name, rep in collection.items()},
+            "tampering": files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
+        }
+        if egress is not None:
+            details["egress"] = egress
+        if root_id := reported_component_id(report):
+            details["root_component_id"] = root_id
         try:
-            md = await asyncio.to_thread(
-                ctx.record,
-                status=status,
-                reason=reason,
-                error=error,
-                container_id=cid,
-                image_id=state.image_id if state else None,
-                exit_code=state.exit_code if state else None,
-                output=output,
-                resources=resources,
-                collection={name: rep.to_json() for name, rep in collection.items()},
-                tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
-                **({"egress": egress} if egress is not None else {}),
-                **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
-            )
+            md = await asyncio.to_thread(ctx.record, status=status, error=error, **details)
         except Exception as exc:
             log.error("could not record the run's details; recording its status alone", run_id=ctx.run_id, error=str(exc))
             md = await asyncio.to_thread(ctx.record, status=status, reason=reason, container_id=cid,

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, ExecutionStateError
-from dad_sandbox.run import RunContext, RunStatus
+from dad_sandbox.run import RunContext, RunReason, RunStatus
 from dad_sandbox.sandbox import _labels
 from dad_sandbox.sandbox._container_run import ContainerRun
 from dad_sandbox.sandbox._events import MAX_BYTES, EventFeed, RunEvent
@@ -91,9 +91,9 @@ class RunHandle:
             return
         try:
             if task.cancelled():
-                self.context.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+                self.context.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before it started")
             elif task.exception() is not None:
-                self.context.record(status=RunStatus.FAILED, reason="preflight",
+                self.context.record(status=RunStatus.FAILED, reason=RunReason.PREFLIGHT,
                                     error=f"the run could not start: {task.exception()}")
         except (DadSandboxError, OSError) as exc:
             log.error("could not record how the run ended", run_id=self.run_id, error=str(exc))
@@ -273,7 +273,7 @@ class Supervisor:
                     return await execution.run_command(argv)
         except asyncio.CancelledError:
             if ctx.metadata.status == RunStatus.INITIALIZED:  # cancelled while waiting for a slot
-                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+                ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before it started")
                 if slot is not None:
                     await self._discard_slot(policy, slot)
             raise
@@ -411,7 +411,7 @@ class Supervisor:
             if state.running:
                 await self.engine.kill(state.id)
             why = "killed by gc: its supervisor is gone" if kill else "never started before its supervisor died"
-            ctx.record(status=RunStatus.ABANDONED, reason="supervisor_lost", error=why)
+            ctx.record(status=RunStatus.ABANDONED, reason=RunReason.SUPERVISOR_LOST, error=why)
             await self.engine.remove(state.id)
             return self._describe(state, OrphanAction.ABANDONED, status=RunStatus.ABANDONED.value, detail=why)
         action = OrphanAction.REATTACHED if state.running else OrphanAction.FINALIZED
