@@ -30,7 +30,7 @@ from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._output import OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._spec import container_spec
-from dad_sandbox.sandbox.engine import Engine
+from dad_sandbox.sandbox.engine import Engine, StdinHandle
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ class Slot:
     logs_fd: int
     metrics_fd: int
     pump: asyncio.Task[Any]
-    stdin: Any
+    stdin: StdinHandle
     created: float = field(default_factory=time.monotonic)
 
     def close_fds(self) -> None:
@@ -188,6 +188,7 @@ class WarmPool:
 
     async def _discard(self, slot: Slot) -> None:
         slot.pump.cancel()
+        await self.engine.close_stdin(slot.stdin)
         with contextlib.suppress(DadSandboxError):
             await self.engine.remove(slot.container_id)
         slot.close_fds()
