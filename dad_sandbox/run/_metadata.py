@@ -25,19 +25,17 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dad_sandbox._limits import MAX_ERROR_CHARS, MAX_METADATA_BYTES
+from dad_sandbox._limits import STATUS_LOCK_TIMEOUT as LOCK_TIMEOUT
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import RunError
 from dad_sandbox.run import _safe_fs
 from dad_sandbox.run._layout import METADATA_FILE, TRACE_DIR
 from dad_sandbox.run._status import Reason, RunStatus
 
-MAX_METADATA_BYTES = 4 << 20
 SCHEMA_VERSION = 2
-MAX_ERROR_CHARS = 64_000
 #: The lock file serialising metadata writers across processes (host-only, in ``.trace/``).
 LOCK_FILE = ".status.lock"
-#: A writer holds the lock for one read and one write; waiting longer than this means something is wrong.
-LOCK_TIMEOUT = 10.0
 
 
 def utcnow() -> datetime:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dad_sandbox._limits import ENGINE_RETURN_TIMEOUT, FILES_BUDGET_SECONDS, OUTPUT_DRAIN_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
 from dad_sandbox.run import RunContext, RunReason, RunStatus, _hostile, _safe_fs
@@ -49,12 +50,6 @@ from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
 
-OUTPUT_DRAIN_TIMEOUT = 10.0
-#: Budget of the host's work on one finished run's files (collection, walks, hand-back); it runs in
-#: a worker thread, so it never holds up another run's deadline on the event loop.
-FILES_BUDGET_SECONDS = 30.0
-#: After the engine vanished mid-run, how long to wait for it to come back to read and remove.
-ENGINE_RETURN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dad_sandbox._limits import POOL_MAX_IDLE_SECONDS as MAX_IDLE_SECONDS
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.run import _safe_fs
@@ -36,8 +37,6 @@ log = get_logger(__name__)
 
 POOL_DIR = ".pool"
 POOL_LABEL = "dad.pool"
-#: How long an idle slot may wait for a run; its container's stored deadline allows this plus the run.
-MAX_IDLE_SECONDS = 3600.0
 
 #: The waiter: read one JSON request line from stdin, then become the run's command.
 WAITER = (

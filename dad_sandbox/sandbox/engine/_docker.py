@@ -27,6 +27,7 @@ import requests.exceptions
 from docker.utils import kwargs_from_env
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from dad_sandbox._limits import ENGINE_CALL_TIMEOUT as DEFAULT_CALL_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, DadSandboxError, EngineError
 from dad_sandbox.sandbox.engine._base import (
@@ -43,7 +44,6 @@ from dad_sandbox.sandbox.engine._errors import is_transient, map_docker_errors
 log = get_logger(__name__)
 T = TypeVar("T")
 
-DEFAULT_CALL_TIMEOUT = 30.0
 
 # Waits and output pumps block for a whole run, so they get their own large pool rather than the
 # loop's default executor (a handful of threads on 2 cores would starve with a few runs at once).
