@@ -62,3 +62,14 @@ def test_seed_api_is_exported() -> None:
     """The DAD seed names are importable from the top package."""
     for name in ("RunContext", "RunEnvParams", "IsolatedExecution", "AgentRunner", "FlowRunner"):
         assert name in dad_sandbox.__all__
+
+
+def test_make_help_lists_every_target() -> None:
+    """Every .PHONY target of the Makefile has its line in ``make help``."""
+    import re
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())  # type: ignore[union-attr]
+    helped = set(re.findall(r'^\t@echo "make ([a-z-]+)', makefile, re.M))
+    assert targets - helped == set(), f"make help lacks {sorted(targets - helped)}"
