@@ -1,5 +1,8 @@
 """The Run System: run ids, directories, metadata, static inputs. Pure Python, no container engine.
 
+Other layers and tools use this package's names (``find_run``, ``list_runs``, ``iter_jsonl``, …),
+not its private modules.
+
 Names are imported on first use, so importing one private module of this package stays cheap.
 """
 
@@ -22,8 +25,11 @@ _EXPORTS = {
     "TERMINAL_STATUSES": "dad_sandbox.run._status",
     "check_element_id": "dad_sandbox.run._layout",
     "combine_status": "dad_sandbox.run._status",
+    "find_run": "dad_sandbox.run._runs",
     "is_known_reason": "dad_sandbox.run._status",
     "is_valid_run_id": "dad_sandbox.run._ids",
+    "iter_jsonl": "dad_sandbox.run._jsonl",
+    "list_runs": "dad_sandbox.run._runs",
     "new_run_id": "dad_sandbox.run._ids",
     "read_metadata": "dad_sandbox.run._metadata",
 }
@@ -41,8 +47,11 @@ __all__ = [
     "TERMINAL_STATUSES",
     "check_element_id",
     "combine_status",
+    "find_run",
     "is_known_reason",
     "is_valid_run_id",
+    "iter_jsonl",
+    "list_runs",
     "new_run_id",
     "read_metadata",
 ]
@@ -55,7 +64,9 @@ if TYPE_CHECKING:
     from dad_sandbox.run._context import RunContext
     from dad_sandbox.run._env_params import RunEnvParams
     from dad_sandbox.run._ids import is_valid_run_id, new_run_id
+    from dad_sandbox.run._jsonl import iter_jsonl
     from dad_sandbox.run._layout import RunLayout, check_element_id
     from dad_sandbox.run._metadata import OutputInfo, RerunInfo, RunMetadata, read_metadata
+    from dad_sandbox.run._runs import find_run, list_runs
     from dad_sandbox.run._static_inputs import StaticInputs
     from dad_sandbox.run._status import TERMINAL_STATUSES, RunReason, RunStatus, combine_status, is_known_reason

@@ -113,3 +113,22 @@ def test_no_deferred_docker_import(package: str) -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             offenders += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "docker"]
     assert not offenders, f"{package} imports docker at {offenders}"
+
+
+def test_runs_and_jsonl_are_read_through_the_run_package() -> None:
+    """Outside run/, runs are found and JSONL is read through ``dad_sandbox.run``'s public names,
+    never its private ``_runs``/``_jsonl`` modules (run/ may move code between them freely)."""
+    import ast
+    from pathlib import Path
+
+    import dad_sandbox
+
+    root = Path(dad_sandbox.__path__[0])
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if root / "run" in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in ("dad_sandbox.run._runs", "dad_sandbox.run._jsonl"):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, f"import dad_sandbox.run's public names instead: {offenders}"
