@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from dad_sandbox._limits import ENGINE_RETURN_TIMEOUT, FILES_BUDGET_SECONDS, OUTPUT_DRAIN_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, EngineError, EngineUnavailable, ExecutionStateError, UnsafePathError
@@ -549,28 +551,28 @@ class ContainerRun:
             log.error("could not commit the run's outcomes", run_id=self.ctx.run_id, error=str(exc))
 
     async def _final_state(self, watch: _Watch, problems: list[str]) -> ContainerState | None:
-        """The container's state, read BEFORE removal; after an engine loss, waits for it to return."""
+        """The container's state, read BEFORE removal; after an engine loss, waits for it to return
+        (retrying while the engine is unavailable, for at most ENGINE_RETURN_TIMEOUT)."""
         engine, cid = self.engine, watch.container_id
-        end = time.monotonic() + (ENGINE_RETURN_TIMEOUT if watch.engine_lost else 0)
-        while True:
-            try:
-                state = await engine.inspect(cid)
-                if state.running:
-                    await self._quietly(engine.kill(cid), problems)
+
+        def engine_gone(_: RetryCallState) -> None:
+            if not watch.engine_lost:  # the engine went away as the run ended: wait for it to return
+                watch.engine_lost = True
+                log.error("lost the engine while finalizing; waiting for it", run_id=self.ctx.run_id)
+
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(EngineUnavailable), wait=wait_fixed(0.5),
+                                               stop=stop_after_delay(ENGINE_RETURN_TIMEOUT), before_sleep=engine_gone,
+                                               reraise=True):
+                with attempt:
                     state = await engine.inspect(cid)
-                return state
-            except EngineUnavailable as exc:
-                if not watch.engine_lost:  # the engine went away as the run ended: wait for it to return
-                    watch.engine_lost = True
-                    end = time.monotonic() + ENGINE_RETURN_TIMEOUT
-                    log.error("lost the engine while finalizing; waiting for it", run_id=self.ctx.run_id)
-                if time.monotonic() >= end:
-                    problems.append(f"could not read the container state: {exc}")
-                    return None
-                await asyncio.sleep(0.5)
-            except DadSandboxError as exc:
-                problems.append(f"could not read the container state: {exc}")
-                return None
+                    if state.running:
+                        await self._quietly(engine.kill(cid), problems)
+                        state = await engine.inspect(cid)
+                    return state
+        except DadSandboxError as exc:
+            problems.append(f"could not read the container state: {exc}")
+        return None
 
     async def _drain_output(self, watch: _Watch, problems: list[str]) -> None:
         if watch.pump is None:
