@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from dad_sandbox._lazy import lazy_getattr
 
 _EXPORTS = {
+    "LOGS_FILE": "dad_sandbox.run._layout",
     "OutputInfo": "dad_sandbox.run._metadata",
     "RerunInfo": "dad_sandbox.run._metadata",
     "RunContext": "dad_sandbox.run._context",
@@ -23,6 +24,7 @@ _EXPORTS = {
     "RunStatus": "dad_sandbox.run._status",
     "StaticInputs": "dad_sandbox.run._static_inputs",
     "TERMINAL_STATUSES": "dad_sandbox.run._status",
+    "TRACE_FILE": "dad_sandbox.run._layout",
     "check_element_id": "dad_sandbox.run._layout",
     "combine_status": "dad_sandbox.run._status",
     "find_run": "dad_sandbox.run._runs",
@@ -35,6 +37,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "LOGS_FILE",
     "OutputInfo",
     "RerunInfo",
     "RunContext",
@@ -45,6 +48,7 @@ __all__ = [
     "RunStatus",
     "StaticInputs",
     "TERMINAL_STATUSES",
+    "TRACE_FILE",
     "check_element_id",
     "combine_status",
     "find_run",
@@ -65,7 +69,7 @@ if TYPE_CHECKING:
     from dad_sandbox.run._env_params import RunEnvParams
     from dad_sandbox.run._ids import is_valid_run_id, new_run_id
     from dad_sandbox.run._jsonl import iter_jsonl
-    from dad_sandbox.run._layout import RunLayout, check_element_id
+    from dad_sandbox.run._layout import LOGS_FILE, TRACE_FILE, RunLayout, check_element_id
     from dad_sandbox.run._metadata import OutputInfo, RerunInfo, RunMetadata, read_metadata
     from dad_sandbox.run._runs import find_run, list_runs
     from dad_sandbox.run._static_inputs import StaticInputs

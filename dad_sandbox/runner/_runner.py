@@ -40,7 +40,7 @@ from dad_sandbox.dsl import (
 )
 from dad_sandbox.errors import ComponentReferenceError, NodeError, RerunTargetError, RunSetupError, StaticInputsError
 from dad_sandbox.run import RunContext, RunReason, RunStatus
-from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, TRACE_FILE
+from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, STATIC_INPUTS_DIR, STATIC_INPUTS_FILE, TRACE_FILE
 from dad_sandbox.runner._metrics import MetricsEmitter
 from dad_sandbox.runner._nodes import CommandFailed, run_node
 from dad_sandbox.runner._preflight import ComponentDescription, preflight
@@ -314,7 +314,7 @@ class _Execution:
             raise StaticInputsError(
                 f"node {path!r} needs a static input of type {node.input_model.__name__} (it has required fields): "
                 f"register one with run_context.register_node_static_input({node.id!r}, ...) or put it in "
-                f"static_inputs/static_inputs.json"
+                f"{STATIC_INPUTS_DIR}/{STATIC_INPUTS_FILE}"
             ) from exc
 
 
