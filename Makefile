@@ -18,14 +18,21 @@ help:
 	@echo "make test    - provision, build images, run the whole test suite"
 	@echo "make engine  - make sure a Docker engine answers (installs/starts one on root Debian)"
 	@echo "               RUNTIME=runsc also installs gVisor and registers it"
-	@echo "make security - the red-team suite on runc and gVisor; make security-doc renders docs/SECURITY.md"
+	@echo "make engine-runsc - make engine with RUNTIME=runsc (what make test and make security use)"
+	@echo "make security - the red-team suite on runc and gVisor"
+	@echo "make security-doc - render docs/SECURITY.md from the last red-team results"
 	@echo "make image   - build the base and runner images (only what changed)"
+	@echo "make venv    - the virtualenv with dad-sandbox and its test dependencies (.venv)"
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
 	@echo "make unit    - unit tests only (no Docker needed)"
+	@echo "make integration - real-container tests (tests/integration); PYTEST_ARGS=... passes options"
 	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
 	@echo "make cluster - a local 3-node Docker Swarm of dockerd-in-a-container nodes (scripts/cluster.sh)"
-	@echo "make cluster-down - remove every trace of it; make test-cluster: up, tests/cluster, down"
+	@echo "make cluster-down - remove every trace of it"
+	@echo "make test-cluster - cluster up, tests/cluster, cluster down (also on failure)"
+	@echo "make test-remote - copy mode against a second dockerd with its own filesystem (tests/remote)"
 	@echo "make clean   - remove the virtualenv, build files and ./runs"
+	@echo "make help    - this list"
 
 run: engine image
 	$(TAGGED) $(PY) -m examples.hello.run

@@ -30,6 +30,7 @@ _EXPORTS = {
     "RunEnvParams": "dad_sandbox.run",
     "RunHandle": "dad_sandbox.sandbox",
     "RunMetadata": "dad_sandbox.run",
+    "RunReason": "dad_sandbox.run",
     "RunResult": "dad_sandbox.sandbox",
     "RunStatus": "dad_sandbox.run",
     "Session": "dad_sandbox.sandbox",
@@ -53,6 +54,7 @@ __all__ = [
     "RunEnvParams",
     "RunHandle",
     "RunMetadata",
+    "RunReason",
     "RunResult",
     "RunStatus",
     "Session",
@@ -69,7 +71,7 @@ __getattr__ = lazy_getattr(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from dad_sandbox.dsl import AgentDefinition, FlowDefinition, FunctionNode, NodeContext
     from dad_sandbox.errors import DadSandboxError
-    from dad_sandbox.run import RunContext, RunEnvParams, RunMetadata, RunStatus
+    from dad_sandbox.run import RunContext, RunEnvParams, RunMetadata, RunReason, RunStatus
     from dad_sandbox.runner import AgentRunner, FlowRunner
     from dad_sandbox.sandbox import (
         ExecResult,

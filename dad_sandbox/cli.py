@@ -58,9 +58,9 @@ def _shown(text: Any, stream: Any = None) -> str:
 
 def _print_output(run_dir: Path) -> None:
     """Replay the run's captured stdout/stderr (already capped by the policy), made safe for a terminal."""
-    from dad_sandbox.run._jsonl import iter_jsonl
+    from dad_sandbox.run import LOGS_FILE, iter_jsonl
 
-    for _, rec in iter_jsonl(run_dir, "logs.jsonl"):
+    for _, rec in iter_jsonl(run_dir, LOGS_FILE):
         if rec.get("source") != "container":
             continue
         stream = sys.stderr if rec.get("stream") == "stderr" else sys.stdout
@@ -331,7 +331,7 @@ def _what(md: Any) -> str:
 @_json_opt
 @click.option("--limit", type=int, default=50, show_default=True)
 def runs_ls(run_root: Path | None, as_json: bool, limit: int) -> None:
-    from dad_sandbox.run._runs import list_runs
+    from dad_sandbox.run import list_runs
 
     runs = list_runs(_run_root(run_root))[:limit]
     if as_json:
@@ -352,9 +352,7 @@ def runs_ls(run_root: Path | None, as_json: bool, limit: int) -> None:
 @_run_root_opt
 @_json_opt
 def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
-    from dad_sandbox.run import read_metadata
-    from dad_sandbox.run._jsonl import iter_jsonl
-    from dad_sandbox.run._runs import find_run
+    from dad_sandbox.run import TRACE_FILE, find_run, iter_jsonl, read_metadata
 
     run_dir = find_run(_run_root(run_root), run_id)
     md = read_metadata(run_dir)
@@ -380,7 +378,7 @@ def runs_show(run_id: str, run_root: Path | None, as_json: bool) -> None:
                                + (" (truncated)" if md.output.truncated else "")))
     for key, value in rows:
         click.echo(_shown(f"{key:<10} {value}"))
-    nodes = [s for _, s in iter_jsonl(run_dir, "trace.jsonl") if "dad.node.status" in s["attributes"]]
+    nodes = [s for _, s in iter_jsonl(run_dir, TRACE_FILE) if "dad.node.status" in s["attributes"]]
     for span in nodes:
         a = span["attributes"]
         duration = a.get("dad.duration_seconds")
@@ -405,21 +403,19 @@ def _format_log(rec: dict[str, Any]) -> str:
 @_json_opt
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run is final.")
 def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -> None:
-    from dad_sandbox.run import read_metadata
-    from dad_sandbox.run._jsonl import iter_jsonl
-    from dad_sandbox.run._runs import find_run
+    from dad_sandbox.run import LOGS_FILE, find_run, iter_jsonl, read_metadata
 
     run_dir = find_run(_run_root(run_root), run_id)
     offset = 0
     while True:
-        for position, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):
+        for position, rec in iter_jsonl(run_dir, LOGS_FILE, start=offset):
             offset = position  # where a follower resumes
             click.echo(json.dumps(rec) if as_json else _shown(_format_log(rec)))
         if not follow or read_metadata(run_dir).status.is_terminal:
             break
         time.sleep(0.3)
     if follow:  # whatever was written between the last read and the final status
-        for _, rec in iter_jsonl(run_dir, "logs.jsonl", start=offset):
+        for _, rec in iter_jsonl(run_dir, LOGS_FILE, start=offset):
             click.echo(json.dumps(rec) if as_json else _shown(_format_log(rec)))
 
 
@@ -428,10 +424,9 @@ def runs_logs(run_id: str, run_root: Path | None, as_json: bool, follow: bool) -
 @_run_root_opt
 @_json_opt
 def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
-    from dad_sandbox.run._jsonl import iter_jsonl
-    from dad_sandbox.run._runs import find_run
+    from dad_sandbox.run import TRACE_FILE, find_run, iter_jsonl
 
-    spans = [s for _, s in iter_jsonl(find_run(_run_root(run_root), run_id), "trace.jsonl")]
+    spans = [s for _, s in iter_jsonl(find_run(_run_root(run_root), run_id), TRACE_FILE)]
     if as_json:
         _echo_json(spans)
         return
@@ -467,10 +462,9 @@ def runs_trace(run_id: str, run_root: Path | None, as_json: bool) -> None:
 @_json_opt
 @click.option("--stat", "stat_only", is_flag=True, help="Only the list of changed files.")
 def runs_diff(run_a: str, run_b: str, run_root: Path | None, as_json: bool, stat_only: bool) -> None:
-    from dad_sandbox.run import read_metadata
+    from dad_sandbox.run import find_run, read_metadata
     from dad_sandbox.run._layout import RunLayout
     from dad_sandbox.run._outcome import OutcomeRepository
-    from dad_sandbox.run._runs import find_run
 
     root = _run_root(run_root)
     md = read_metadata(find_run(root, run_a))
@@ -490,8 +484,8 @@ def runs_diff(run_a: str, run_b: str, run_root: Path | None, as_json: bool, stat
 def runs_export_otlp(run_id: str, endpoint: str, run_root: Path | None, as_json: bool) -> None:
     from urllib.parse import urlsplit
 
+    from dad_sandbox.run import find_run
     from dad_sandbox.run._otlp import export_otlp
-    from dad_sandbox.run._runs import find_run
 
     url = urlsplit(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:

@@ -170,4 +170,4 @@ class DadSandboxEnvironment(SandboxEnvironment):
             raise SandboxUnavailableError(str(exc)) from exc
 
 
-__all__ = ["PROVIDER_NAME", "DadSandboxConfig", "DadSandboxEnvironment"]
+__all__ = ["DadSandboxConfig", "DadSandboxEnvironment", "PROVIDER_NAME"]

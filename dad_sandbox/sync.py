@@ -16,7 +16,7 @@ from dad_sandbox import _signals
 from dad_sandbox.errors import DadSandboxError, ExecutionStateError, ImageNotFound, RerunTargetError
 from dad_sandbox.run._context import RunContext
 from dad_sandbox.run._layout import STATIC_INPUTS_DIR, STATIC_INPUTS_FILE
-from dad_sandbox.run._status import RunStatus
+from dad_sandbox.run._status import RunReason, RunStatus
 from dad_sandbox.sandbox._isolated import IsolatedExecution
 from dad_sandbox.sandbox._policy import Policy, load_policy
 from dad_sandbox.sandbox._reproduce import Reproduction, check_image_present, plan, previous_run
@@ -29,7 +29,7 @@ def _interrupted(ctx: RunContext) -> RunResult:
     """After Ctrl-C (or SIGTERM/SIGHUP) the supervisor has already killed the container and
     recorded ``cancelled``; a run interrupted before it reached the supervisor is recorded here."""
     if ctx.is_set_up and not ctx.metadata.status.is_terminal:
-        ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="interrupted before its container was created")
+        ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="interrupted before its container was created")
     return RunResult.from_metadata(ctx.metadata, ctx.run_dir)
 
 
@@ -56,7 +56,7 @@ async def _launch(
             try:
                 await check_image_present(execution.engine, reproduction)
             except ImageNotFound as exc:
-                ctx.record(status=RunStatus.FAILED, reason="image_missing", error=str(exc))
+                ctx.record(status=RunStatus.FAILED, reason=RunReason.IMAGE_MISSING, error=str(exc))
                 raise
         if isinstance(what, str):
             return await execution.run_component(what)
@@ -136,7 +136,7 @@ def run_component(
             ctx.register_node_static_input(key, value)
         ctx.read_static_inputs()
     except DadSandboxError as exc:  # a pre-flight failure ends the run at once, never `initialized`
-        ctx.record(status=RunStatus.FAILED, reason="invalid_inputs", error=str(exc))
+        ctx.record(status=RunStatus.FAILED, reason=RunReason.INVALID_INPUTS, error=str(exc))
         raise
     effective: str | Path | Policy = policy if policy is not None else "untrusted"
     if reproduction is not None:

@@ -30,8 +30,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dad_sandbox.errors import ContainerGone, EngineUnavailable, ImageNotFound
-from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine, ExecExit, ExecSpec, OutputCallback
+from dad_sandbox.errors import ContainerGone, EngineError, EngineUnavailable, ImageNotFound
+from dad_sandbox.sandbox.engine import (
+    ContainerSpec,
+    ContainerState,
+    Engine,
+    ExecExit,
+    ExecSpec,
+    OutputCallback,
+    StdinHandle,
+)
 
 _ids = itertools.count(1)
 
@@ -205,12 +213,30 @@ class FakeEngine(Engine):
             c.new_output.clear()
             await c.new_output.wait()
 
-    async def open_stdin(self, container_id: str) -> Any:
-        return self._get(container_id)
+    async def open_stdin(self, container_id: str) -> StdinHandle:
+        self._check("open_stdin")
+        c = self._get(container_id)
+        if c.stdin is None:
+            raise EngineError(f"container {container_id} was not created with stdin_open")
+        return StdinHandle(container_id)
 
-    async def write_stdin(self, handle: Any, data: bytes) -> None:
-        assert isinstance(handle, FakeContainer) and handle.stdin is not None
-        handle.stdin.set_result(data)
+    def _stdin_of(self, handle: StdinHandle) -> asyncio.Future[bytes] | None:
+        if handle.closed:
+            raise ValueError(f"the stdin of container {handle.container_id} was already written or closed")
+        handle.closed = True
+        c = self.containers.get(handle.container_id)
+        return None if c is None or c.stdin is None or c.stdin.done() else c.stdin
+
+    async def write_stdin(self, handle: StdinHandle, data: bytes) -> None:
+        self._check("write_stdin")
+        stdin = self._stdin_of(handle)
+        if stdin is None:
+            raise EngineError(f"writing to the stdin of container {handle.container_id} failed: it is gone")
+        stdin.set_result(data)
+
+    async def close_stdin(self, handle: StdinHandle) -> None:
+        if not handle.closed and (stdin := self._stdin_of(handle)) is not None:
+            stdin.set_result(b"")
 
     async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
         from dad_sandbox.sandbox._session import _INPUT_SCRIPT, SHELL, STOP, TIMEOUT_BIN

@@ -19,6 +19,8 @@ force=false
 
 log() { printf 'image: %s\n' "$*" >&2; }
 die() { printf 'image: error: %s\n' "$*" >&2; exit 1; }
+# The runner image's only third-party packages (and what they pull in): the run and runner layers' imports.
+RUNNER_DEPS="pydantic|structlog"
 hash_files() { cat "$@" | sha256sum | cut -c1-12; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run 'make engine' first"
@@ -51,7 +53,7 @@ base_id=$(docker image inspect --format '{{.Id}}' "$base_tag")
 
 # ---- runner: its inputs are the base, the Dockerfile, the package sources and the dependency list
 inputs=$(cd "$root" && find dad_sandbox policies -type f \( -name '*.py' -o -name '*.toml' \) | sort)
-runner_hash=$( { echo "$base_id"; cat "$here/runner/Dockerfile" "$root/pyproject.toml" "$here/init/dad-init.c"; (cd "$root" && cat $inputs); } | sha256sum | cut -c1-12)
+runner_hash=$( { echo "$base_id"; cat "$here/runner/Dockerfile" "$here/build.sh" "$root/pyproject.toml" "$here/init/dad-init.c"; (cd "$root" && cat $inputs); } | sha256sum | cut -c1-12)
 runner_tag=dad-sandbox-runner:$version-$runner_hash
 mkdir -p "$root/build"
 echo "$version-$runner_hash" > "$root/build/runner-tag"  # make test runs with this exact image
@@ -92,6 +94,11 @@ if [ ! -f "$cache/.complete" ]; then
   touch "$cache/.complete"
 fi
 cp "$cache"/*.whl "$ctx/wheels/"
+# What the in-container entrypoint imports beyond the standard library (tests/unit/test_layering.py
+# checks that the run and runner layers need nothing else); versions as pyproject.toml pins them.
+printf '%s\n' "$deps" | grep -iE "^($RUNNER_DEPS)([^a-z0-9_-]|$)" > "$ctx/wheels/runner-requirements.txt"
+[ "$(wc -l < "$ctx/wheels/runner-requirements.txt")" -eq "$(echo "$RUNNER_DEPS" | tr '|' '\n' | wc -l)" ] \
+  || die "pyproject.toml does not list every runner dependency ($RUNNER_DEPS)"
 log "building the dad-sandbox wheel"
 "$python" -m pip wheel -q --no-deps -w "$ctx/wheels" "$root" >/dev/null || die "building the dad-sandbox wheel failed"
 

@@ -19,26 +19,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dad_sandbox._limits import COLLECT_BUDGET_SECONDS, MAX_REPORT_BYTES, MAX_TRACE_BYTES
+from dad_sandbox._limits import TRACE_MAX_LINE_BYTES as MAX_LINE_BYTES
+from dad_sandbox._limits import TRACE_MAX_RECORDS as MAX_RECORDS
 from dad_sandbox.errors import UnsafePathError
 from dad_sandbox.run import _hostile, _safe_fs
 from dad_sandbox.run._layout import RUNNER_DIR, RUNNER_REPORT_FILE, TRACE_DIR, TRACE_FILE
 
 QUARANTINE_FILE = "quarantine.jsonl"
-#: Bytes of the runner's trace.jsonl read; the rest is cut and counted.
-MAX_TRACE_BYTES = 32 << 20
-#: One span line; longer lines are skipped without being held in memory.
-MAX_LINE_BYTES = 256 << 10
-#: Spans kept per run.
-MAX_RECORDS = 100_000
 #: Lines examined per run (good or bad); past them the file is cut, so junk costs bounded CPU.
 MAX_LINES = 2 * MAX_RECORDS
-#: The runner's report (node outputs included).
-MAX_REPORT_BYTES = 4 << 20
 #: Quarantine records written (the rest are only counted).
 MAX_QUARANTINE_RECORDS = 1_000
 PREVIEW_CHARS = 200
-#: Wall-clock budget of one collection; past it the rest of the file is cut.
-COLLECT_BUDGET_SECONDS = 20.0
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import BaseModel
 
@@ -29,6 +29,7 @@ from dad_sandbox.run._layout import (
     make_run_dir_skeleton,
 )
 from dad_sandbox.run._metadata import (
+    RecordFields,
     RerunInfo,
     RunMetadata,
     clip_error,
@@ -267,7 +268,7 @@ class RunContext:
         *,
         status: RunStatus | None = None,
         error: str | None = None,
-        **fields: Any,
+        **fields: Unpack[RecordFields],
     ) -> RunMetadata:
         """Update the metadata and write it. Used by runners and the sandbox supervisor.
 
@@ -286,18 +287,18 @@ class RunContext:
         with self._locked():
             md = self._adopt_final_from_disk()
             lost = md.status.is_terminal and status is not None and status.is_terminal and status != md.status
-            if lost or (md.status.is_terminal and status is not None and self._adopted):
-                fields = {k: v for k, v in fields.items()
-                          if k not in _ENDING_FIELDS and getattr(md, k, None) in (None, {}, [])}
             updates: dict[str, Any] = dict(fields)
+            if lost or (md.status.is_terminal and status is not None and self._adopted):
+                updates = {k: v for k, v in updates.items()
+                           if k not in _ENDING_FIELDS and getattr(md, k, None) in (None, {}, [])}
             if status is not None:
                 new_status = combine_status(md.status, status)
                 if new_status != md.status:
                     updates["status"] = new_status
-                    if new_status == RunStatus.RUNNING and md.started_at is None and "started_at" not in fields:
+                    if new_status == RunStatus.RUNNING and md.started_at is None and "started_at" not in updates:
                         updates["started_at"] = utcnow()
                     if new_status.is_terminal:
-                        completed: datetime = fields.get("completed_at") or utcnow()
+                        completed: datetime = updates.get("completed_at") or utcnow()
                         updates["completed_at"] = completed
                         start = updates.get("started_at") or md.started_at or md.created_at
                         updates.setdefault("duration_seconds", round((completed - start).total_seconds(), 6))

@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dad_sandbox._limits import HAND_BACK_SECONDS
+
 #: mode bits taken away from every entry the run made
 STRIP_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH
-#: seconds a hand-back may take before it stops and reports itself incomplete
-HAND_BACK_SECONDS = 30.0
 #: sub-folder names waiting to be visited, at most (bounds memory on a folder of millions of folders)
 MAX_PENDING = 1_000_000
 _MAX_PROBLEMS = 5

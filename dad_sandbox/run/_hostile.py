@@ -19,12 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from dad_sandbox._limits import MAX_STRING_CHARS
+
 #: Nesting allowed in any JSON value a run hands to the host.
 MAX_DEPTH = 32
 #: Keys of one object / items of one list we accept (a flat bomb of a million keys is refused).
 MAX_CONTAINER_ITEMS = 10_000
-#: Characters of one string value kept in a validated record.
-MAX_STRING_CHARS = 64 << 10
 #: Characters of all non-scalar span attribute values of one span together.
 MAX_SPAN_ATTRIBUTE_CHARS = 8 << 10
 

@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dad_sandbox._limits import JSONL_MAX_LINE_BYTES as MAX_LINE_BYTES
+from dad_sandbox._limits import MAX_JSONL_BYTES
 from dad_sandbox.errors import UnsafePathError
 from dad_sandbox.run import _hostile, _safe_fs
 from dad_sandbox.run._layout import TRACE_DIR, TRACE_FILE
-
-MAX_JSONL_BYTES = 256 << 20
-MAX_LINE_BYTES = 1 << 20
 
 
 def iter_jsonl(run_dir: Path, name: str, *, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:

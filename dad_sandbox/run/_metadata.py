@@ -21,23 +21,21 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dad_sandbox._limits import MAX_ERROR_CHARS, MAX_METADATA_BYTES
+from dad_sandbox._limits import STATUS_LOCK_TIMEOUT as LOCK_TIMEOUT
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import RunError
 from dad_sandbox.run import _safe_fs
 from dad_sandbox.run._layout import METADATA_FILE, TRACE_DIR
-from dad_sandbox.run._status import RunStatus
+from dad_sandbox.run._status import Reason, RunStatus
 
-MAX_METADATA_BYTES = 4 << 20
 SCHEMA_VERSION = 2
-MAX_ERROR_CHARS = 64_000
 #: The lock file serialising metadata writers across processes (host-only, in ``.trace/``).
 LOCK_FILE = ".status.lock"
-#: A writer holds the lock for one read and one write; waiting longer than this means something is wrong.
-LOCK_TIMEOUT = 10.0
 
 
 def utcnow() -> datetime:
@@ -78,7 +76,8 @@ class RunMetadata(BaseModel):
     root_component_id: str
     project_root: str
     status: RunStatus = RunStatus.INITIALIZED
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="why it ended: a RunReason value, or signal:SIG<name> "
+                               "(dad_sandbox.run.is_known_reason); None while running and for completed")
     error: str | None = None
     exit_code: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -128,6 +127,55 @@ class RunMetadata(BaseModel):
 
     def to_json_bytes(self) -> bytes:
         return (self.model_dump_json(indent=2) + "\n").encode()
+
+
+class RecordFields(TypedDict, total=False):
+    """The fields :meth:`RunContext.record` may set, typed for the checker: every field of
+    :class:`RunMetadata` but the ones ``record`` owns (``status`` and ``error`` are its own arguments;
+    the run id, project root, creation time and versions are set once, at ``setup_run``). A unit test keeps the two lists equal."""
+
+    root_component_id: str  # the host's provisional id, corrected once the container names the component
+    reason: Reason | None
+    exit_code: int | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_seconds: float | None
+    execution: str | None
+    component: str | None
+    command: list[str] | None
+    image: str | None
+    image_id: str | None
+    container_id: str | None
+    runtime: str | None
+    policy_name: str | None
+    policy_hash: str | None
+    policy: dict[str, Any] | None
+    supervisor: dict[str, Any] | None
+    owner: dict[str, Any] | None
+    resources: dict[str, Any]
+    output: OutputInfo | dict[str, Any] | None
+    rerun: RerunInfo | dict[str, Any] | None
+    tampering: list[str]
+    engine: dict[str, Any] | None
+    seccomp_profile: str | None
+    seccomp_hash: str | None
+    warm_pool_slot: str | None
+    dispatch_seconds: float | None
+    collection: dict[str, dict[str, Any]]
+    egress: dict[str, Any] | None
+    run_dir_mode: str | None
+    run_dir_copy: dict[str, Any] | None
+    session: dict[str, Any] | None
+    outcome_commit: str | None
+    outcome_branch: str | None
+    outcome_error: str | None
+    reproduction: dict[str, Any] | None
+    replay_of: str | None
+
+
+#: Fields ``record`` never sets: the run's identity and contract versions (written at setup) and its own arguments.
+NOT_RECORDED = frozenset({"schema_version", "run_id", "project_root", "created_at",
+                          "dad_sandbox_version", "status", "error"})
 
 
 def clip_error(message: str | None) -> str | None:

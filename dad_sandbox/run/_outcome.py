@@ -27,6 +27,7 @@ from git.objects.fun import tree_to_stream
 from gitdb import IStream, LooseObjectDB
 from gitdb.util import hex_to_bin
 
+from dad_sandbox._limits import OUTCOME_STAGE_BUDGET_SECONDS as STAGE_BUDGET_SECONDS
 from dad_sandbox.errors import RunError, UnsafePathError
 from dad_sandbox.run import _hostile, _safe_fs
 from dad_sandbox.run._layout import ELEMENT_ID_RE, STATIC_INPUTS_DIR
@@ -42,7 +43,6 @@ MAX_FILES = 10_000
 #: Folders examined and nesting followed while looking for outcome.json files.
 MAX_WALK_ENTRIES = 200_000
 MAX_DEPTH = 64
-STAGE_BUDGET_SECONDS = 20.0
 #: Declared outcome files looked at per outcome.json, and skipped entries listed in RUN.json.
 MAX_DECLARED = 1_000
 MAX_SKIPPED = 100

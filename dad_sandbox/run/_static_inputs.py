@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from dad_sandbox._limits import MAX_STATIC_INPUTS_BYTES
 from dad_sandbox.errors import StaticInputsError
 
 M = TypeVar("M", bound=BaseModel)
-MAX_STATIC_INPUTS_BYTES = 16 << 20
 
 
 class StaticInputs:

@@ -39,8 +39,8 @@ from dad_sandbox.dsl import (
     Subflow,
 )
 from dad_sandbox.errors import ComponentReferenceError, NodeError, RerunTargetError, RunSetupError, StaticInputsError
-from dad_sandbox.run import RunContext, RunStatus
-from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, TRACE_FILE
+from dad_sandbox.run import RunContext, RunReason, RunStatus
+from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, STATIC_INPUTS_DIR, STATIC_INPUTS_FILE, TRACE_FILE
 from dad_sandbox.runner._metrics import MetricsEmitter
 from dad_sandbox.runner._nodes import CommandFailed, run_node
 from dad_sandbox.runner._preflight import ComponentDescription, preflight
@@ -90,14 +90,16 @@ class ComponentResult:
     failed_path: str | None = None
 
     @property
-    def reason(self) -> str | None:
+    def reason(self) -> RunReason | None:
         """Why it failed, in the status vocabulary: ``node_failed`` (a node), ``rerun_target`` (a part
         to load is missing from the previous run) or ``component_error`` (a loop's items, a predicate)."""
         if self.status == "completed":
             return None
         if self.failed_path:
-            return "node_failed"
-        return "rerun_target" if (self.error or "").startswith(RerunTargetError.__name__) else "component_error"
+            return RunReason.NODE_FAILED
+        if (self.error or "").startswith(RerunTargetError.__name__):
+            return RunReason.RERUN_TARGET
+        return RunReason.COMPONENT_ERROR
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -312,7 +314,7 @@ class _Execution:
             raise StaticInputsError(
                 f"node {path!r} needs a static input of type {node.input_model.__name__} (it has required fields): "
                 f"register one with run_context.register_node_static_input({node.id!r}, ...) or put it in "
-                f"static_inputs/static_inputs.json"
+                f"{STATIC_INPUTS_DIR}/{STATIC_INPUTS_FILE}"
             ) from exc
 
 
@@ -368,7 +370,7 @@ class ComponentRunner:
         try:
             self.validate()
         except (RerunTargetError, StaticInputsError) as exc:
-            reason = "rerun_target" if isinstance(exc, RerunTargetError) else "invalid_inputs"
+            reason = RunReason.RERUN_TARGET if isinstance(exc, RerunTargetError) else RunReason.INVALID_INPUTS
             if not ctx.metadata.status.is_terminal:
                 ctx.record(status=RunStatus.FAILED, reason=reason, error=str(exc), **self._in_process_fields())
             raise
@@ -380,7 +382,7 @@ class ComponentRunner:
         except BaseException as exc:  # execute() keeps Exceptions as a failed result: this is Ctrl-C, cancel, exit
             cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
             ctx.record(status=RunStatus.CANCELLED if cancelled else RunStatus.CRASHED,
-                       reason="cancelled" if cancelled else "interrupted", error=f"{type(exc).__name__}: {exc}")
+                       reason=RunReason.CANCELLED if cancelled else RunReason.INTERRUPTED, error=f"{type(exc).__name__}: {exc}")
             raise
         if result.status != "completed":
             ctx.record(status=RunStatus.FAILED, reason=result.reason, error=result.error)

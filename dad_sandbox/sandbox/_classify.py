@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import signal
 
-from dad_sandbox.run import RunStatus
+from dad_sandbox.run._status import Reason, RunReason, RunStatus, signal_reason
 from dad_sandbox.sandbox.engine import ContainerState
 
 
@@ -37,29 +37,29 @@ def classify(
     *,
     deadline_hit: bool = False,
     cancelled: bool = False,
-    limit_hit: str | None = None,
+    limit_hit: RunReason | None = None,
     engine_lost: bool = False,
-) -> tuple[RunStatus, str | None]:
+) -> tuple[RunStatus, Reason | None]:
     """``(status, reason)`` for a finished container."""
     if cancelled:
-        return RunStatus.CANCELLED, "cancelled"
+        return RunStatus.CANCELLED, RunReason.CANCELLED
     if deadline_hit:
-        return RunStatus.TIMED_OUT, "deadline"
+        return RunStatus.TIMED_OUT, RunReason.DEADLINE
     if limit_hit:
         return RunStatus.FAILED, limit_hit
     if state is None or engine_lost:
-        return RunStatus.CRASHED, "engine_lost"
+        return RunStatus.CRASHED, RunReason.ENGINE_LOST
     if state.oom_killed:
-        return RunStatus.OOM_KILLED, "oom:child" if state.exit_code == 0 else "oom"
+        return RunStatus.OOM_KILLED, RunReason.OOM_CHILD if state.exit_code == 0 else RunReason.OOM
     code = state.exit_code
     if code is None or state.running:
-        return RunStatus.CRASHED, "engine_lost"
+        return RunStatus.CRASHED, RunReason.ENGINE_LOST
     if state.status == "created" or state.started_at is None:
-        return RunStatus.CRASHED, "engine_error"
+        return RunStatus.CRASHED, RunReason.ENGINE_ERROR
     if code == 0:
         return RunStatus.COMPLETED, None
     if code == 128 + signal.SIGXFSZ:
-        return RunStatus.FAILED, "disk_quota"
+        return RunStatus.FAILED, RunReason.DISK_QUOTA
     if 128 < code < 128 + 65:
-        return RunStatus.CRASHED, f"signal:{signal_name(code - 128)}"
-    return RunStatus.FAILED, "exit_code"
+        return RunStatus.CRASHED, signal_reason(signal_name(code - 128))
+    return RunStatus.FAILED, RunReason.EXIT_CODE

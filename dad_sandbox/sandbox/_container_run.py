@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from dad_sandbox._limits import ENGINE_RETURN_TIMEOUT, FILES_BUDGET_SECONDS, OUTPUT_DRAIN_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import (
     DadSandboxError,
@@ -33,9 +36,10 @@ from dad_sandbox.errors import (
     RunSetupError,
     UnsafePathError,
 )
-from dad_sandbox.run import RunContext, RunStatus, _hostile, _safe_fs
+from dad_sandbox.run import RunContext, RunReason, RunStatus, _hostile, _safe_fs
 from dad_sandbox.run._collect import Collected, collect_runner_files
 from dad_sandbox.run._layout import LOGS_FILE, METRICS_FILE, POLICY_FILE, TRACE_DIR
+from dad_sandbox.run._metadata import RecordFields
 from dad_sandbox.run._tar_extract import Extracted
 from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _egress_proxy, _engine_view, _labels, _ownership
@@ -58,12 +62,6 @@ from dad_sandbox.sandbox.engine import ContainerSpec, ContainerState, Engine
 
 log = get_logger(__name__)
 
-OUTPUT_DRAIN_TIMEOUT = 10.0
-#: Budget of the host's work on one finished run's files (collection, walks, hand-back); it runs in
-#: a worker thread, so it never holds up another run's deadline on the event loop.
-FILES_BUDGET_SECONDS = 30.0
-#: After the engine vanished mid-run, how long to wait for it to come back to read and remove.
-ENGINE_RETURN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,7 @@ class _Watch:
     deadline_hit: bool = False
     cancelled: bool = False
     started: bool = False  # the engine started the container (a never-started one has no output to drain)
-    limit_hit: str | None = None
+    limit_hit: RunReason | None = None
     engine_lost: bool = False
     failure: BaseException | None = None
     peak_memory: int | None = None
@@ -110,7 +108,7 @@ class _Files:
     collected: Collected = field(default_factory=Collected)
     tampering: list[str] = field(default_factory=list)
     #: copy mode: why the run dir came back incomplete, as (reason, detail) - or None
-    copy_breach: tuple[str, str] | None = None
+    copy_breach: tuple[RunReason, str] | None = None
 
 
 async def _to_the_end(task: asyncio.Future[Any]) -> bool:
@@ -154,13 +152,13 @@ class ContainerRun:
             engine_info = await self.engine.info()
             transfer = await _engine_view.transfer_mode(self.engine, ctx.run_root, policy.image_ref)
         except EngineError as exc:
-            ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=str(exc), execution="isolated")
+            ctx.record(status=RunStatus.CRASHED, reason=RunReason.ENGINE_ERROR, error=str(exc), execution="isolated")
             raise
         except PolicyError as exc:
-            ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
+            ctx.record(status=RunStatus.FAILED, reason=RunReason.INVALID_REQUEST, error=str(exc), execution="isolated")
             raise
         except asyncio.CancelledError:
-            ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+            ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before its container was created")
             raise
         user = _ownership.resolve_user(policy.user)
         _ownership.prepare(ctx.run_dir, user)
@@ -177,7 +175,7 @@ class ContainerRun:
             if egress is not None:
                 await egress.close()
             if isinstance(exc, DadSandboxError):  # refused before any container: final at once
-                ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(exc), execution="isolated")
+                ctx.record(status=RunStatus.FAILED, reason=RunReason.INVALID_REQUEST, error=str(exc), execution="isolated")
             raise
         self._record_start(launch, engine_info, deadline, run_dir_mode=transfer)
         # The create call runs to its end even when we are cancelled meanwhile: the engine may be
@@ -187,11 +185,11 @@ class ContainerRun:
         if create.cancelled() or create.exception() is not None:
             error = create.exception() if not create.cancelled() else None
             if cancelled or error is None:
-                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before its container was created")
+                ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before its container was created")
             elif isinstance(error, RunSetupError):
-                ctx.record(status=RunStatus.FAILED, reason="invalid_request", error=str(error))
+                ctx.record(status=RunStatus.FAILED, reason=RunReason.INVALID_REQUEST, error=str(error))
             else:
-                ctx.record(status=RunStatus.CRASHED, reason="engine_error", error=f"could not create the container: {error}")
+                ctx.record(status=RunStatus.CRASHED, reason=RunReason.ENGINE_ERROR, error=f"could not create the container: {error}")
             if remote is not None:
                 for problem in await remote.cleanup():
                     log.error("copy mode: could not clean up; 'dad-sandbox gc' will", run_id=ctx.run_id, error=problem)
@@ -450,15 +448,15 @@ class ContainerRun:
         return DirUsage(usage.bytes + held, usage.entries, usage.complete and complete,
                         usage.problem or (None if complete else "too many open files to examine"))
 
-    def _quota_breach(self, usage: DirUsage) -> tuple[str, str] | None:
+    def _quota_breach(self, usage: DirUsage) -> tuple[RunReason, str] | None:
         """``(reason, detail)`` when the run dir is over a quota or could not be measured (fails closed)."""
         quota, limit = self.policy.disk_quota, self.policy.max_files
         if quota is not None and usage.bytes > quota:
-            return "disk_quota", f"the run dir went over its disk quota of {quota} bytes ({usage.bytes} bytes)"
+            return RunReason.DISK_QUOTA, f"the run dir went over its disk quota of {quota} bytes ({usage.bytes} bytes)"
         if limit is not None and usage.entries > limit:
-            return "file_quota", f"the run dir went over its limit of {limit} files and folders"
+            return RunReason.FILE_QUOTA, f"the run dir went over its limit of {limit} files and folders"
         if not usage.complete:
-            return "disk_quota", f"the run dir could not be measured, so its quota could not be checked: {usage.problem}"
+            return RunReason.DISK_QUOTA, f"the run dir could not be measured, so its quota could not be checked: {usage.problem}"
         return None
 
     # ------------------------------------------------------------------ finalizing
@@ -488,13 +486,13 @@ class ContainerRun:
         status, reason = classify(state, deadline_hit=watch.deadline_hit, cancelled=watch.cancelled,
                                   limit_hit=watch.limit_hit, engine_lost=watch.engine_lost)
         if watch.component and status == RunStatus.COMPLETED and (report or {}).get("status") != "completed":
-            status, reason = RunStatus.FAILED, "runner_report"
-        elif status == RunStatus.FAILED and reason == "exit_code":
+            status, reason = RunStatus.FAILED, RunReason.RUNNER_REPORT
+        elif status == RunStatus.FAILED and reason == RunReason.EXIT_CODE:
             reason = report_reason(report) or reason
         breach = files.copy_breach or self._quota_breach(files.usage)
         if breach is not None and breach[0] == "engine_error":
             if status in (RunStatus.COMPLETED, RunStatus.FAILED):
-                status, reason = RunStatus.CRASHED, "engine_error"
+                status, reason = RunStatus.CRASHED, RunReason.ENGINE_ERROR
                 watch.failure = watch.failure or EngineError(breach[1])
             else:
                 problems.append(breach[1])
@@ -514,23 +512,24 @@ class ContainerRun:
         if state is not None and state.exit_code is not None and state.exit_code > 128:
             resources["exit_signal"] = signal_name(state.exit_code - 128)
         collection = files.collected.files
+        details: RecordFields = {
+            "reason": reason,
+            "container_id": cid,
+            "image_id": state.image_id if state else None,
+            "exit_code": state.exit_code if state else None,
+            "output": output,
+            "resources": resources,
+            "collection": {name: rep.to_json() for name, rep in collection.items()},
+            "tampering": files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
+        }
+        if egress is not None:
+            details["egress"] = egress
+        if root_id := reported_component_id(report):
+            details["root_component_id"] = root_id
+        if watch.remote is not None:
+            details["run_dir_copy"] = watch.remote.report
         try:
-            md = await asyncio.to_thread(
-                ctx.record,
-                status=status,
-                reason=reason,
-                error=error,
-                container_id=cid,
-                image_id=state.image_id if state else None,
-                exit_code=state.exit_code if state else None,
-                output=output,
-                resources=resources,
-                collection={name: rep.to_json() for name, rep in collection.items()},
-                tampering=files.tampering + [f"{n}: {r.refused}" for n, r in collection.items() if r.refused],
-                **({"egress": egress} if egress is not None else {}),
-                **({"run_dir_copy": watch.remote.report} if watch.remote is not None else {}),
-                **({"root_component_id": root_id} if (root_id := reported_component_id(report)) else {}),
-            )
+            md = await asyncio.to_thread(ctx.record, status=status, error=error, **details)
         except Exception as exc:
             log.error("could not record the run's details; recording its status alone", run_id=ctx.run_id, error=str(exc))
             md = await asyncio.to_thread(ctx.record, status=status, reason=reason, container_id=cid,
@@ -567,12 +566,12 @@ class ContainerRun:
         if copied.refused_count > len(copied.refused):
             files.tampering.append(f"copy-out refused {copied.refused_count - len(copied.refused)} more entries")
         if copied.limit in ("disk_quota", "file_quota"):
-            files.copy_breach = (copied.limit, copied.problem or copied.limit)
+            files.copy_breach = (RunReason(copied.limit), copied.problem or copied.limit)
         elif copied.limit == "budget":
-            files.copy_breach = ("disk_quota", f"the run dir could not be copied back in time, so its quota could not "
+            files.copy_breach = (RunReason.DISK_QUOTA, f"the run dir could not be copied back in time, so its quota could not "
                                                f"be checked: {copied.problem}")
         elif copied.limit is not None:
-            files.copy_breach = ("engine_error", copied.problem or "the run dir could not be copied back")
+            files.copy_breach = (RunReason.ENGINE_ERROR, copied.problem or "the run dir could not be copied back")
 
     def _settle_files(self, watch: _Watch, problems: list[str]) -> _Files:
         """The host's whole work on a finished run's files; blocking, bounded, and it never raises.
@@ -622,28 +621,28 @@ class ContainerRun:
             log.error("could not commit the run's outcomes", run_id=self.ctx.run_id, error=str(exc))
 
     async def _final_state(self, watch: _Watch, problems: list[str]) -> ContainerState | None:
-        """The container's state, read BEFORE removal; after an engine loss, waits for it to return."""
+        """The container's state, read BEFORE removal; after an engine loss, waits for it to return
+        (retrying while the engine is unavailable, for at most ENGINE_RETURN_TIMEOUT)."""
         engine, cid = self.engine, watch.container_id
-        end = time.monotonic() + (ENGINE_RETURN_TIMEOUT if watch.engine_lost else 0)
-        while True:
-            try:
-                state = await engine.inspect(cid)
-                if state.running:
-                    await self._quietly(engine.kill(cid), problems)
+
+        def engine_gone(_: RetryCallState) -> None:
+            if not watch.engine_lost:  # the engine went away as the run ended: wait for it to return
+                watch.engine_lost = True
+                log.error("lost the engine while finalizing; waiting for it", run_id=self.ctx.run_id)
+
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(EngineUnavailable), wait=wait_fixed(0.5),
+                                               stop=stop_after_delay(ENGINE_RETURN_TIMEOUT), before_sleep=engine_gone,
+                                               reraise=True):
+                with attempt:
                     state = await engine.inspect(cid)
-                return state
-            except EngineUnavailable as exc:
-                if not watch.engine_lost:  # the engine went away as the run ended: wait for it to return
-                    watch.engine_lost = True
-                    end = time.monotonic() + ENGINE_RETURN_TIMEOUT
-                    log.error("lost the engine while finalizing; waiting for it", run_id=self.ctx.run_id)
-                if time.monotonic() >= end:
-                    problems.append(f"could not read the container state: {exc}")
-                    return None
-                await asyncio.sleep(0.5)
-            except DadSandboxError as exc:
-                problems.append(f"could not read the container state: {exc}")
-                return None
+                    if state.running:
+                        await self._quietly(engine.kill(cid), problems)
+                        state = await engine.inspect(cid)
+                    return state
+        except DadSandboxError as exc:
+            problems.append(f"could not read the container state: {exc}")
+        return None
 
     async def _drain_output(self, watch: _Watch, problems: list[str]) -> None:
         if watch.pump is None:

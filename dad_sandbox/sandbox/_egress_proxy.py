@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dad_sandbox._limits import EGRESS_CONNECT_TIMEOUT as CONNECT_TIMEOUT
+from dad_sandbox._limits import EGRESS_HEAD_TIMEOUT as HEAD_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.run import _safe_fs
 from dad_sandbox.run._layout import TRACE_DIR, TRACE_FILE
@@ -47,8 +49,6 @@ CONTAINER_DIR = "/dad/egress"
 FORWARDER_PORT = 3128
 #: A request head larger than this is not a proxy request.
 MAX_HEAD_BYTES = 16 << 10
-HEAD_TIMEOUT = 10.0
-CONNECT_TIMEOUT = 10.0
 CHUNK = 64 << 10
 #: Client connections open at once; past it new ones are closed at once, so a run cannot spend the
 #: supervisor's file descriptors (shared with every other run) by holding sockets open.

@@ -17,10 +17,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dad_sandbox._limits import EVENTS_MAX_BYTES as MAX_BYTES
+from dad_sandbox._limits import EVENTS_MAX_EVENTS as MAX_EVENTS
 from dad_sandbox.errors import ExecutionStateError
-
-MAX_EVENTS = 4096
-MAX_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from dad_sandbox.errors import (
     RunError,
     StaticInputsError,
 )
-from dad_sandbox.run import RunContext, RunStatus
+from dad_sandbox.run import RunContext, RunReason, RunStatus
 from dad_sandbox.sandbox._container_run import ContainerRun, Launch
 from dad_sandbox.sandbox._output import LineHook, Observer
 from dad_sandbox.sandbox._policy import Policy, load_policy
@@ -101,11 +101,11 @@ class IsolatedExecution:
         except DadSandboxError as exc:
             # a pre-flight failure ends the run at once: it never stays `initialized`
             if self.run_context.metadata.status == RunStatus.INITIALIZED:
-                self.run_context.record(status=RunStatus.FAILED, reason="preflight", error=str(exc))
+                self.run_context.record(status=RunStatus.FAILED, reason=RunReason.PREFLIGHT, error=str(exc))
             raise
         except asyncio.CancelledError:
             if self.run_context.metadata.status == RunStatus.INITIALIZED:
-                self.run_context.record(status=RunStatus.CANCELLED, reason="cancelled",
+                self.run_context.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED,
                                         error="cancelled before its container was created")
             raise
         self._state = ExecutionState.OPENED
@@ -193,12 +193,12 @@ class IsolatedExecution:
             self.run_context.record(status=RunStatus.FAILED, reason=refusal_reason(exc), error=str(exc))
 
 
-def refusal_reason(exc: BaseException) -> str:
+def refusal_reason(exc: BaseException) -> RunReason:
     """The run's reason for a request refused before anything ran."""
     if isinstance(exc, StaticInputsError):
-        return "invalid_inputs"
+        return RunReason.INVALID_INPUTS
     if isinstance(exc, RerunTargetError):
-        return "rerun_target"
+        return RunReason.RERUN_TARGET
     if isinstance(exc, ComponentReferenceError):
-        return "component_load"
-    return "invalid_request"
+        return RunReason.COMPONENT_LOAD
+    return RunReason.INVALID_REQUEST

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dad_sandbox._logging import get_logger
-from dad_sandbox.run import RunContext, RunStatus, read_metadata
+from dad_sandbox.run import RunContext, RunReason, RunStatus, read_metadata
 from dad_sandbox.run._layout import OUTCOME_DIR
 from dad_sandbox.run._metadata import RunMetadata
 from dad_sandbox.run._owner import process_alive
@@ -66,7 +66,7 @@ def abandon_containerless(
             )
             if not dry_run:
                 ctx = RunContext.open_existing(entry.path)
-                ctx.record(status=RunStatus.ABANDONED, reason="supervisor_lost", error=detail)
+                ctx.record(status=RunStatus.ABANDONED, reason=RunReason.SUPERVISOR_LOST, error=detail)
             found.append(ContainerlessRun(md.run_id, Path(entry.path), md.status.value, f"{host}:{pid}", detail))
         except Exception as exc:
             log.warning("skipped a run dir while looking for orphans", run_dir=entry.path, error=str(exc))

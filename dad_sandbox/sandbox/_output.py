@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dad_sandbox._limits import OUTPUT_ATTACH_TIMEOUT as ATTACH_TIMEOUT
+from dad_sandbox._limits import OUTPUT_MAX_LINE_BYTES as MAX_LINE_BYTES
+from dad_sandbox._limits import OUTPUT_TAIL_BYTES as TAIL_BYTES
 from dad_sandbox.run import _hostile
 from dad_sandbox.run._metadata import OutputInfo
 from dad_sandbox.runner._metrics import METRIC_KEY
-
-MAX_LINE_BYTES = 64 << 10
-TAIL_BYTES = 8 << 10
 
 #: Receives each structured runner record (``{"event": "node started", "node": …}``) as it arrives.
 Observer = Callable[[dict[str, Any]], None]
@@ -47,7 +47,6 @@ def _valid_metric(obj: Any) -> dict[str, Any] | None:
             "attributes": {str(k)[:200]: v for k, v in list(attrs.items())[:50] if isinstance(v, str | int | float | bool)}}
 
 
-ATTACH_TIMEOUT = 30.0
 
 
 async def attach_output(engine: Any, container_id: str, sink: OutputSink, *, pump_holder: Callable[[Any], None]) -> Any:

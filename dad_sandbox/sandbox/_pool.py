@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dad_sandbox._limits import POOL_MAX_IDLE_SECONDS as MAX_IDLE_SECONDS
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError
 from dad_sandbox.run import _safe_fs
@@ -30,14 +31,12 @@ from dad_sandbox.sandbox import _labels, _ownership
 from dad_sandbox.sandbox._output import OutputSink, attach_output
 from dad_sandbox.sandbox._policy import Policy
 from dad_sandbox.sandbox._spec import container_spec
-from dad_sandbox.sandbox.engine import Engine
+from dad_sandbox.sandbox.engine import Engine, StdinHandle
 
 log = get_logger(__name__)
 
 POOL_DIR = ".pool"
 POOL_LABEL = "dad.pool"
-#: How long an idle slot may wait for a run; its container's stored deadline allows this plus the run.
-MAX_IDLE_SECONDS = 3600.0
 
 #: The waiter: read one JSON request line from stdin, then become the run's command.
 WAITER = (
@@ -77,7 +76,7 @@ class Slot:
     logs_fd: int
     metrics_fd: int
     pump: asyncio.Task[Any]
-    stdin: Any
+    stdin: StdinHandle
     created: float = field(default_factory=time.monotonic)
 
     def close_fds(self) -> None:
@@ -188,6 +187,7 @@ class WarmPool:
 
     async def _discard(self, slot: Slot) -> None:
         slot.pump.cancel()
+        await self.engine.close_stdin(slot.stdin)
         with contextlib.suppress(DadSandboxError):
             await self.engine.remove(slot.container_id)
         slot.close_fds()

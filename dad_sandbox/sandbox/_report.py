@@ -10,24 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from dad_sandbox.run._layout import ELEMENT_ID_RE
+from dad_sandbox.run._status import RunReason
 
 #: Reasons a failed component run can get from its report; each one means "nothing ran" except node_failed.
-REPORT_REASONS = frozenset({"component_load", "invalid_inputs", "rerun_target", "node_failed", "component_error"})
+REPORT_REASONS = frozenset({RunReason.COMPONENT_LOAD, RunReason.INVALID_INPUTS, RunReason.RERUN_TARGET,
+                            RunReason.NODE_FAILED, RunReason.COMPONENT_ERROR})
 #: Reasons that mean the request was refused before any node ran (the CLI exits 7 for them).
-REQUEST_REASONS = frozenset({"component_load", "invalid_inputs", "rerun_target", "invalid_request"})
+REQUEST_REASONS = frozenset({RunReason.COMPONENT_LOAD, RunReason.INVALID_INPUTS, RunReason.RERUN_TARGET,
+                             RunReason.INVALID_REQUEST})
 
 
-def report_reason(report: dict[str, Any] | None) -> str | None:
+def report_reason(report: dict[str, Any] | None) -> RunReason | None:
     """The reason a failed component run gets from its report, or None when the report says nothing usable."""
     if not isinstance(report, dict):
         return None
     kind = report.get("kind")
     if isinstance(kind, str) and kind in REPORT_REASONS:
-        return kind
+        return RunReason(kind)
     if report.get("failed_path"):
-        return "node_failed"
+        return RunReason.NODE_FAILED
     if report.get("status") == "failed":
-        return "component_load"
+        return RunReason.COMPONENT_LOAD
     return None
 
 

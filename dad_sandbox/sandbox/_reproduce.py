@@ -121,8 +121,7 @@ def previous_run(run_root: Path, run_id: str) -> tuple[Path, RunMetadata]:
         RerunTargetError: no such run, or its metadata cannot be read.
     """
     from dad_sandbox.errors import RunError
-    from dad_sandbox.run import read_metadata
-    from dad_sandbox.run._runs import find_run
+    from dad_sandbox.run import find_run, read_metadata
 
     try:
         run_dir = find_run(run_root, run_id)

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dad_sandbox._limits import MAX_REQUEST_BYTES, POOL_READY_WAIT
 from dad_sandbox._logging import get_logger
 from dad_sandbox._resident_client import default_socket_path
 from dad_sandbox._signals import CANCEL_SIGNALS
@@ -33,9 +34,6 @@ from dad_sandbox.sandbox._policy import load_policy
 from dad_sandbox.sandbox._supervisor import Supervisor
 
 log = get_logger(__name__)
-MAX_REQUEST_BYTES = 1 << 20
-#: How long `serve` waits for its warm pool to fill before it listens (it serves cold runs after).
-POOL_READY_WAIT = 60.0
 
 
 def _private_dir(path: Path) -> None:

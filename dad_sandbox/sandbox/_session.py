@@ -35,6 +35,9 @@ from typing import Any, Literal
 
 import structlog
 
+from dad_sandbox._limits import SESSION_HOST_BACKSTOP_SECONDS as HOST_BACKSTOP_SECONDS
+from dad_sandbox._limits import SESSION_START_TIMEOUT as START_TIMEOUT
+from dad_sandbox._limits import SESSION_STOP_TIMEOUT as STOP_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, EngineError, SessionError, SessionLimitError
 from dad_sandbox.run import RunContext, RunStatus, _safe_fs
@@ -58,12 +61,6 @@ STOP = ("/bin/sh", "-c", "kill -TERM 1")
 #: Wrappers the session puts ahead of a command run by absolute path, never through the image's PATH.
 TIMEOUT_BIN = "/usr/bin/timeout"
 SHELL = "/bin/sh"
-#: Seconds after the in-container ``timeout -k 1`` should have killed everything before the host gives up reading.
-HOST_BACKSTOP_SECONDS = 5.0
-#: How long ``close`` waits for the waiter to exit before it kills the container (status ``cancelled``).
-STOP_TIMEOUT = 15.0
-#: Seconds to wait for the supervisor to report the container running.
-START_TIMEOUT = 120.0
 #: Exit codes of GNU timeout: 124 after TERM, 137 (128 + KILL) when the group had to be killed.
 TIMEOUT_CODES = (124, 137)
 ARGV_ATTRIBUTE_LIMIT = 2048

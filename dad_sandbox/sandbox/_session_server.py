@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from dad_sandbox._limits import SESSION_REPLY_GRACE as REPLY_GRACE
 from dad_sandbox._logging import configure_logging, get_logger
 from dad_sandbox._session_client import session_dir
 from dad_sandbox._signals import CANCEL_SIGNALS
@@ -36,8 +37,6 @@ from dad_sandbox.sandbox._result import RunResult
 from dad_sandbox.sandbox._session import Session
 
 log = get_logger(__name__)
-#: How long a stop request's answer may take to go out before the process exits anyway.
-REPLY_GRACE = 5.0
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 

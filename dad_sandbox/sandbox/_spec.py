@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from dad_sandbox._limits import INIT_DEADLINE_GRACE
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import RunSetupError
 from dad_sandbox.run import RunContext
@@ -29,9 +30,6 @@ INIT_PATH = "/usr/local/bin/dad-init"
 DEADLINE_ENV = "DAD_DEADLINE"
 #: Set in warm-pool containers: the fd on which the waiter writes its run's deadline to dad-init, once.
 DEADLINE_FD_ENV = "DAD_DEADLINE_FD"
-#: The in-container deadline trails the supervisor's, so a living supervisor kills first and
-#: classifies the run; dad-init is the backstop when none is left.
-INIT_DEADLINE_GRACE = 2.0
 #: dad-init's exit code when it killed the run at its deadline (as timeout(1))
 INIT_DEADLINE_EXIT = 124
 #: What dad-init keeps as root PID 1 (dropped for the run's processes): change to the run's user,

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import DadSandboxError, ExecutionStateError
-from dad_sandbox.run import RunContext, RunStatus
+from dad_sandbox.run import RunContext, RunReason, RunStatus
 from dad_sandbox.sandbox import _labels
 from dad_sandbox.sandbox._container_run import ContainerRun
 from dad_sandbox.sandbox._events import MAX_BYTES, EventFeed, RunEvent
@@ -92,9 +92,9 @@ class RunHandle:
             return
         try:
             if task.cancelled():
-                self.context.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+                self.context.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before it started")
             elif task.exception() is not None:
-                self.context.record(status=RunStatus.FAILED, reason="preflight",
+                self.context.record(status=RunStatus.FAILED, reason=RunReason.PREFLIGHT,
                                     error=f"the run could not start: {task.exception()}")
         except (DadSandboxError, OSError) as exc:
             log.error("could not record how the run ended", run_id=self.run_id, error=str(exc))
@@ -274,7 +274,7 @@ class Supervisor:
                     return await execution.run_command(argv)
         except asyncio.CancelledError:
             if ctx.metadata.status == RunStatus.INITIALIZED:  # cancelled while waiting for a slot
-                ctx.record(status=RunStatus.CANCELLED, reason="cancelled", error="cancelled before it started")
+                ctx.record(status=RunStatus.CANCELLED, reason=RunReason.CANCELLED, error="cancelled before it started")
                 if slot is not None:
                     await self._discard_slot(policy, slot)
             raise
@@ -291,9 +291,17 @@ class Supervisor:
         run_dir = state.labels.get(_labels.RUN_DIR, "")
         return run_dir.startswith(str(self.run_root).rstrip("/") + "/")
 
-    async def _orphans(self, everywhere: bool) -> list[tuple[ContainerState, bool | None]]:
-        states = await self.engine.list_by_label(_labels.RUN_ID)
-        return [(s, _labels.owner_alive(s.labels)) for s in states if everywhere or self._mine(s)]
+    async def _sweep(self, everywhere: bool) -> tuple[list[ContainerState], list[Orphan], list[ContainerState]]:
+        """The one walk ``recover`` and ``gc`` share: every dad-sandbox container in scope, those whose
+        owner may be alive (described as skipped: never touched), and those whose owner is gone."""
+        states = [s for s in await self.engine.list_by_label(_labels.RUN_ID) if everywhere or self._mine(s)]
+        skipped, orphaned = [], []
+        for state in states:
+            if _labels.owner_alive(state.labels) is False:
+                orphaned.append(state)
+            else:
+                skipped.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
+        return states, skipped, orphaned
 
     async def recover(self, *, wait: bool = True, everywhere: bool = False) -> list[Orphan]:
         """Finalize or re-attach every run under this run root whose supervisor is gone.
@@ -304,19 +312,11 @@ class Supervisor:
         waits for them on exit); with ``wait=True`` this returns when every recovered run is final.
         ``everywhere``: also containers of other run roots on this engine (``dad-sandbox gc`` does).
         """
-        found: list[Orphan] = []
-        tasks: list[asyncio.Task[Orphan]] = []
-        started: list[ContainerState] = []
-        orphans = await self._orphans(everywhere)
-        for state, alive in orphans:
-            if alive is not False:
-                found.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
-                continue
-            started.append(state)
-            tasks.append(asyncio.create_task(self._recover_one(state, kill=False)))
+        states, found, started = await self._sweep(everywhere)
+        tasks = [asyncio.create_task(self._recover_one(state, kill=False)) for state in started]
         if tasks:
             log.info("recovering orphaned runs", count=len(tasks))
-        found.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=False))
+        found.extend(await self._abandon_containerless(states, dry_run=False))
         if wait:
             found.extend(await asyncio.gather(*tasks))
             found.extend(await self._sweep_copy_leftovers(everywhere, dry_run=False))
@@ -334,16 +334,11 @@ class Supervisor:
         from their real state; run dirs that never got a container end ``abandoned``. ``dry_run``
         only lists what would be done; ``everywhere`` also takes containers of other run roots.
         """
-        out: list[Orphan] = []
-        orphans = await self._orphans(everywhere)
-        for state, alive in orphans:
-            if alive is not False:
-                out.append(self._describe(state, OrphanAction.SKIPPED, detail="owner alive or on another host"))
-            elif dry_run:
-                out.append(self._describe(state, OrphanAction.WOULD_CLEAN))
-            else:
-                out.append(await self._recover_one(state, kill=True))
-        out.extend(await self._abandon_containerless([s for s, _ in orphans], dry_run=dry_run))
+        states, out, orphaned = await self._sweep(everywhere)
+        for state in orphaned:
+            out.append(self._describe(state, OrphanAction.WOULD_CLEAN) if dry_run
+                       else await self._recover_one(state, kill=True))
+        out.extend(await self._abandon_containerless(states, dry_run=dry_run))
         out.extend(await self._sweep_copy_leftovers(everywhere, dry_run=dry_run))
         return out
 
@@ -429,7 +424,7 @@ class Supervisor:
             if state.running:
                 await self.engine.kill(state.id)
             why = "killed by gc: its supervisor is gone" if kill else "never started before its supervisor died"
-            ctx.record(status=RunStatus.ABANDONED, reason="supervisor_lost", error=why)
+            ctx.record(status=RunStatus.ABANDONED, reason=RunReason.SUPERVISOR_LOST, error=why)
             await self.engine.remove(state.id)
             return self._describe(state, OrphanAction.ABANDONED, status=RunStatus.ABANDONED.value, detail=why)
         action = OrphanAction.REATTACHED if state.running else OrphanAction.FINALIZED

@@ -8,6 +8,7 @@ from dad_sandbox.sandbox.engine._base import (
     ExecSpec,
     Mount,
     OutputCallback,
+    StdinHandle,
 )
 
-__all__ = ["ContainerSpec", "ContainerState", "Engine", "ExecExit", "ExecSpec", "Mount", "OutputCallback"]
+__all__ = ["ContainerSpec", "ContainerState", "Engine", "ExecExit", "ExecSpec", "Mount", "OutputCallback", "StdinHandle"]

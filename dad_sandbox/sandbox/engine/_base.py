@@ -104,6 +104,19 @@ class ExecExit:
     pid: int | None = None  # the process's host pid (runc); None elsewhere
 
 
+@dataclass(eq=False)
+class StdinHandle:
+    """A container's attached stdin, as :meth:`Engine.open_stdin` returns it.
+
+    Opaque on purpose: callers only pass it back to the engine that opened it (to write once, or to
+    close), so no SDK object or raw socket leaks above the engine. Each engine subclasses it to hold
+    its own connection. ``closed`` turns true once it was written or closed; it is then spent.
+    """
+
+    container_id: str
+    closed: bool = False
+
+
 class Engine(abc.ABC):
     """Async access to a container engine. Implementations must be safe to call from one event loop."""
 
@@ -189,18 +202,30 @@ class Engine(abc.ABC):
             ContainerGone, EngineError
         """
 
-    async def open_stdin(self, container_id: str) -> Any:
-        """Attach to the container's stdin; returns a handle for :meth:`write_stdin`.
+    @abc.abstractmethod
+    async def open_stdin(self, container_id: str) -> StdinHandle:
+        """Attach to the stdin of a container created with ``stdin_open``; returns a handle for
+        :meth:`write_stdin` or :meth:`close_stdin`. Open it after :meth:`start`.
 
         Raises:
-            ContainerGone, EngineError
+            ContainerGone: no such container.
+            EngineError: the engine refused the attach.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot write to a container's stdin")
 
-    async def write_stdin(self, handle: Any, data: bytes) -> None:
-        """Write ``data`` to an attached stdin and close it (the process then reads EOF)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot write to a container's stdin")
+    @abc.abstractmethod
+    async def write_stdin(self, handle: StdinHandle, data: bytes) -> None:
+        """Write ``data`` to an attached stdin and close it (the process then reads EOF). Once only.
 
+        Raises:
+            ValueError: the handle was already written or closed, or another engine opened it.
+            EngineError: the write failed (e.g. the container is gone).
+        """
+
+    @abc.abstractmethod
+    async def close_stdin(self, handle: StdinHandle) -> None:
+        """Close an attached stdin without writing (the process reads EOF); no error if already closed."""
+
+    @abc.abstractmethod
     async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
         """Run ``spec`` in the running container, feed its output to ``on_output``, return how it ended.
 
@@ -211,7 +236,6 @@ class Engine(abc.ABC):
             ContainerGone: the container is not there (or not running).
             EngineError: the engine refused the exec (e.g. an unknown user).
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot run a process in a running container")
 
     @abc.abstractmethod
     async def stats(self, container_id: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
@@ -26,6 +27,7 @@ import requests.exceptions
 from docker.utils import kwargs_from_env
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from dad_sandbox._limits import ENGINE_CALL_TIMEOUT as DEFAULT_CALL_TIMEOUT
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, DadSandboxError, EngineError
 from dad_sandbox.sandbox.engine._base import (
@@ -35,13 +37,13 @@ from dad_sandbox.sandbox.engine._base import (
     ExecExit,
     ExecSpec,
     OutputCallback,
+    StdinHandle,
 )
 from dad_sandbox.sandbox.engine._errors import is_transient, map_docker_errors
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-DEFAULT_CALL_TIMEOUT = 30.0
 
 # Waits and output pumps block for a whole run, so they get their own large pool rather than the
 # loop's default executor (a handful of threads on 2 cores would starve with a few runs at once).
@@ -125,6 +127,22 @@ def _security_opt(spec: ContainerSpec) -> list[str] | None:
     if spec.seccomp_profile is not None:
         opts.append(f"seccomp={spec.seccomp_profile}")
     return opts or None
+
+
+@dataclass(eq=False)
+class _DockerStdin(StdinHandle):
+    """The attach socket behind a :class:`StdinHandle` (the SDK's wrapper unwrapped to the raw socket)."""
+
+    sock: socket.socket | None = None
+
+
+def _own_stdin(handle: StdinHandle) -> socket.socket:
+    """The socket of a handle this engine opened and nobody has written or closed yet."""
+    if not isinstance(handle, _DockerStdin) or handle.sock is None:
+        raise ValueError(f"{handle!r} was not opened by the Docker engine")
+    if handle.closed:
+        raise ValueError(f"the stdin of container {handle.container_id} was already written or closed")
+    return handle.sock
 
 
 class DockerEngine(Engine):
@@ -312,25 +330,35 @@ class DockerEngine(Engine):
                     frames.close()
             raise
 
-    async def open_stdin(self, container_id: str) -> Any:
-        def attach() -> Any:
+    async def open_stdin(self, container_id: str) -> StdinHandle:
+        def attach() -> _DockerStdin:
             sock = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
-            return getattr(sock, "_sock", sock)
+            return _DockerStdin(container_id, sock=getattr(sock, "_sock", sock))
 
         return await self._call("attaching to the container's stdin", attach, retry_transient=False)
 
-    async def write_stdin(self, handle: Any, data: bytes) -> None:
+    async def write_stdin(self, handle: StdinHandle, data: bytes) -> None:
+        sock = _own_stdin(handle)
+        handle.closed = True
+
         def write() -> None:
             try:
-                handle.sendall(data)
-                handle.shutdown(socket.SHUT_WR)
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
             finally:
-                handle.close()
+                sock.close()
 
         try:
             await run_blocking(write)
         except OSError as exc:
             raise EngineError(f"writing to the container's stdin failed: {exc}") from exc
+
+    async def close_stdin(self, handle: StdinHandle) -> None:
+        if isinstance(handle, _DockerStdin) and handle.sock is not None and not handle.closed:
+            handle.closed = True
+            with contextlib.suppress(OSError):  # EOF for the reader: half-close first, as write_stdin does
+                handle.sock.shutdown(socket.SHUT_WR)
+            handle.sock.close()
 
     async def exec_stream(self, container_id: str, spec: ExecSpec, on_output: OutputCallback) -> ExecExit:
         sockets: list[Any] = []  # the SDK hands back a socket, or a wrapper around one
@@ -382,8 +410,8 @@ class DockerEngine(Engine):
                 return None
             mem = data.get("memory_stats") or {}
             cpu = (data.get("cpu_stats") or {}).get("cpu_usage") or {}
-            if not mem and not cpu:
-                return None
+            if mem.get("usage") is None and (data.get("pids_stats") or {}).get("current") is None:
+                return None  # a stopped container: Docker answers with zeros and empty sections
             return {
                 "memory_bytes": mem.get("usage"),
                 "memory_max_bytes": mem.get("max_usage"),

@@ -51,6 +51,10 @@ def translate(exc: BaseException, what: str) -> DadSandboxError | None:
     """Our exception for an SDK/transport exception, or ``None`` if it is not an engine error."""
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return EngineUnavailable(f"{what}: the Docker engine did not answer ({exc}); {_ENGINE_HINT}")
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 409 and "is not running" in str(exc):
+        # e.g. an exec into a stopped container: for the caller it is as gone as a removed one
+        # (the conformance suite holds FakeEngine and Docker to this).
+        return ContainerGone(f"{what}: the container is not running")
     for docker_cls, ours in DOCKER_ERROR_MAP.items():
         if isinstance(exc, docker_cls):
             detail = getattr(exc, "explanation", None) or str(exc)

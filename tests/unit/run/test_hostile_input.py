@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dad_sandbox.run import _hostile
+from dad_sandbox.run import _hostile, iter_jsonl
 from dad_sandbox.run._collect import MAX_QUARANTINE_RECORDS, collect_runner_files
-from dad_sandbox.run._jsonl import iter_jsonl
 from dad_sandbox.run._layout import make_run_dir_skeleton
 from dad_sandbox.run._usage import MAX_DEPTH, dir_usage
 
