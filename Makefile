@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 TAGGED = DAD_SANDBOX_RUNNER_TAG=$$(cat build/runner-tag 2>/dev/null)
 RUNTIME ?= runc
 
-.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean
+.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean \
+	cluster cluster-down test-cluster
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
@@ -22,6 +23,8 @@ help:
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
 	@echo "make unit    - unit tests only (no Docker needed)"
 	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
+	@echo "make cluster - a local 3-node Docker Swarm of dockerd-in-a-container nodes (scripts/cluster.sh)"
+	@echo "make cluster-down - remove every trace of it; make test-cluster: up, tests/cluster, down"
 	@echo "make clean   - remove the virtualenv, build files and ./runs"
 
 run: engine image
@@ -71,3 +74,13 @@ bench: engine image
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache
+
+# A local Swarm for the swarm engine's tests: one per checkout (its name comes from the folder), so
+# two checkouts on one engine never share or remove each other's nodes.
+CLUSTER_NAME ?= $(shell basename "$(CURDIR)" | tr -c 'a-z0-9\n' '-' | cut -c1-21)
+
+cluster: image
+	@bash scripts/cluster.sh up --name $(CLUSTER_NAME)
+
+cluster-down:
+	@bash scripts/cluster.sh down --name $(CLUSTER_NAME)
