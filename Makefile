@@ -32,7 +32,7 @@ run: engine image
 
 # The test suite includes the red-team suite on gVisor, so `test` provisions the runsc runtime too.
 test: lint engine-runsc image
-	$(TAGGED) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TAGGED) $(PY) -m pytest --ignore=tests/cluster $(PYTEST_ARGS)
 
 security: engine-runsc image
 	$(TAGGED) $(PY) -m pytest tests/security $(PYTEST_ARGS)
@@ -84,3 +84,9 @@ cluster: image
 
 cluster-down:
 	@bash scripts/cluster.sh down --name $(CLUSTER_NAME)
+
+# Stand the cluster up, run tests/cluster on it, and tear it down even when a test fails.
+test-cluster: image
+	@bash scripts/cluster.sh up --name $(CLUSTER_NAME) && \
+	$(TAGGED) DAD_CLUSTER_NAME=$(CLUSTER_NAME) $(PY) -m pytest tests/cluster $(PYTEST_ARGS); rc=$$?; \
+	bash scripts/cluster.sh down --name $(CLUSTER_NAME); exit $$rc
