@@ -255,17 +255,26 @@ def down_node_ids(nodes: list[dict[str, Any]]) -> frozenset[str]:
     return frozenset(n["ID"] for n in nodes if ((n.get("Status") or {}).get("State") or "unknown") in _NODE_GONE)
 
 
+#: Largest piece of a log frame read at once: a frame header may announce up to 4 GiB.
+_FRAME_PIECE = 64 << 10
+
+
 def _frames(raw: Any) -> Iterator[tuple[int, bytes]]:
-    """Frames of a multiplexed log stream: an 8-byte header (stream, 0, 0, 0, size) then the payload."""
+    """Pieces of a multiplexed log stream: an 8-byte header (stream, 0, 0, 0, size) then the payload.
+
+    A payload is yielded in pieces of at most 64 KiB, so no frame size makes us hold more than that.
+    """
     while True:
         header = raw.read(8)
         if len(header) < 8:
             return
-        stream, size = header[0], struct.unpack(">I", header[4:8])[0]
-        payload = raw.read(size) if size else b""
-        if len(payload) < size:
-            return
-        yield stream, payload
+        stream, left = header[0], struct.unpack(">I", header[4:8])[0]
+        while left:
+            piece = raw.read(min(left, _FRAME_PIECE))
+            if not piece:
+                return
+            left -= len(piece)
+            yield stream, piece
 
 
 # ---------------------------------------------------------------------------------------------- the poller

@@ -87,3 +87,18 @@ def test_down_node_ids() -> None:
     nodes = [{"ID": "a", "Status": {"State": "ready"}}, {"ID": "b", "Status": {"State": "down"}},
              {"ID": "c", "Status": {"State": "disconnected"}}, {"ID": "d"}]
     assert down_node_ids(nodes) == frozenset({"b", "c", "d"})
+
+
+def test_log_frames_are_read_in_bounded_pieces() -> None:
+    """A frame announcing a huge size is read in 64 KiB pieces, tagged with its stream, and a short stream just ends."""
+    import io
+    import struct
+
+    from dad_sandbox.sandbox.engine._swarm import _frames
+
+    big = b"x" * 200_000
+    data = bytes([1, 0, 0, 0]) + struct.pack(">I", len(big)) + big + bytes([2, 0, 0, 0]) + struct.pack(">I", 3) + b"err"
+    pieces = list(_frames(io.BytesIO(data + bytes([1, 0, 0, 0]) + struct.pack(">I", 1 << 31) + b"cut")))
+    assert max(len(p) for _, p in pieces) <= 64 << 10
+    assert b"".join(p for s, p in pieces if s == 1) == big + b"cut"
+    assert [p for s, p in pieces if s == 2] == [b"err"]
