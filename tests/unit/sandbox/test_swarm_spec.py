@@ -102,3 +102,30 @@ def test_log_frames_are_read_in_bounded_pieces() -> None:
     assert max(len(p) for _, p in pieces) <= 64 << 10
     assert b"".join(p for s, p in pieces if s == 1) == big + b"cut"
     assert [p for s, p in pieces if s == 2] == [b"err"]
+
+
+def test_policy_placement_is_checked_and_reaches_the_spec(tmp_path) -> None:
+    """A placement constraint must look like 'node.labels.x==y'; a valid one reaches the container spec."""
+    from dad_sandbox import load_policy
+    from dad_sandbox.errors import PolicyError
+
+    policy = load_policy("untrusted").with_overrides(placement=["node.labels.sandbox==true", "node.role!=manager"])
+    assert policy.placement == ["node.labels.sandbox==true", "node.role!=manager"]
+    with pytest.raises(PolicyError, match="placement"):
+        load_policy("untrusted").with_overrides(placement=["sandbox; rm -rf /"])
+
+
+def test_engine_selection(monkeypatch) -> None:
+    """DAD_SANDBOX_ENGINE picks the Swarm engine, defaults to Docker, and refuses an unknown name with the choices."""
+    from dad_sandbox.errors import EngineUnavailable
+    from dad_sandbox.sandbox.engine._docker import DockerEngine
+    from dad_sandbox.sandbox.engine._select import default_engine
+    from dad_sandbox.sandbox.engine._swarm import SwarmEngine
+
+    monkeypatch.delenv("DAD_SANDBOX_ENGINE", raising=False)
+    assert isinstance(default_engine(), DockerEngine)
+    monkeypatch.setenv("DAD_SANDBOX_ENGINE", "swarm")
+    assert isinstance(default_engine(), SwarmEngine)
+    monkeypatch.setenv("DAD_SANDBOX_ENGINE", "nomad")
+    with pytest.raises(EngineUnavailable, match="docker, swarm"):
+        default_engine()
