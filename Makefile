@@ -39,7 +39,7 @@ run: engine image
 
 # The test suite includes the red-team suite on gVisor, so `test` provisions the runsc runtime too.
 test: lint engine-runsc image
-	$(TAGGED) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TAGGED) $(PY) -m pytest --ignore=tests/cluster $(PYTEST_ARGS)
 
 security: engine-runsc image
 	$(TAGGED) $(PY) -m pytest tests/security $(PYTEST_ARGS)
@@ -91,6 +91,12 @@ cluster: image
 
 cluster-down:
 	@bash scripts/cluster.sh down --name $(CLUSTER_NAME)
+
+# Stand the cluster up, run tests/cluster on it, and tear it down even when a test fails.
+test-cluster: image
+	@bash scripts/cluster.sh up --name $(CLUSTER_NAME) && \
+	$(TAGGED) DAD_CLUSTER_NAME=$(CLUSTER_NAME) $(PY) -m pytest tests/cluster $(PYTEST_ARGS); rc=$$?; \
+	bash scripts/cluster.sh down --name $(CLUSTER_NAME); exit $$rc
 
 # Copy mode against a second dockerd with a filesystem of its own (issue 17): part of `make test`
 # too (tests/remote, ~30 s once the node image exists; building it takes ~100 s the first time).

@@ -67,6 +67,7 @@ class RunReason(StrEnum):
     INTERRUPTED = "interrupted"  # an in-process run ended by SystemExit or another BaseException
     ENGINE_LOST = "engine_lost"  # the engine went away during the run
     ENGINE_ERROR = "engine_error"  # the engine refused to create or start the container
+    NODE_LOST = "node_lost"  # the Swarm node that ran it went down (the engine watches node state)
     # abandoned
     SUPERVISOR_LOST = "supervisor_lost"  # its supervisor died and the run could not be recovered
 

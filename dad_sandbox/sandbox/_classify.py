@@ -10,6 +10,8 @@ Decisions (README, "Statuses"):
 * a limit the supervisor enforced (``disk_quota``) -> ``failed`` with that reason; a process killed
   by SIGXFSZ hit the policy's ``max_file_size`` -> ``failed``, ``disk_quota``.
 * the engine went away mid-run -> ``crashed``, ``engine_lost``.
+* the run's Swarm node left the cluster mid-run -> ``crashed``, ``node_lost`` (its task would keep
+  saying "running" until the node returns; the Swarm engine watches the node's state instead).
 * the container was created but never ran (its start failed, whatever path reported it: start,
   attach or wait) -> ``crashed``, ``engine_error``. Its exit code is 0 there, and must never read
   as ``completed``.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import signal
 
 from dad_sandbox.run._status import Reason, RunReason, RunStatus, signal_reason
-from dad_sandbox.sandbox.engine import ContainerState
+from dad_sandbox.sandbox.engine import NODE_LOST, ContainerState
 
 
 def signal_name(number: int) -> str:
@@ -49,6 +51,8 @@ def classify(
         return RunStatus.FAILED, limit_hit
     if state is None or engine_lost:
         return RunStatus.CRASHED, RunReason.ENGINE_LOST
+    if state.status == NODE_LOST:
+        return RunStatus.CRASHED, RunReason.NODE_LOST
     if state.oom_killed:
         return RunStatus.OOM_KILLED, RunReason.OOM_CHILD if state.exit_code == 0 else RunReason.OOM
     code = state.exit_code

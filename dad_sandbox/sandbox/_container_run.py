@@ -682,7 +682,10 @@ class ContainerRun:
         elif status == RunStatus.CANCELLED:
             parts.append("the run was cancelled; its container was killed")
         elif status == RunStatus.CRASHED:
-            if reason == "engine_lost":
+            if reason == RunReason.NODE_LOST:
+                parts.append("the Swarm node running the run left the cluster; how the run ended is unknown "
+                             "and its output on that node could not be read")
+            elif reason == RunReason.ENGINE_LOST:
                 parts.append("the container engine went away during the run" +
                              (f": {watch.failure}" if watch.failure else ""))
             elif watch.failure is not None:

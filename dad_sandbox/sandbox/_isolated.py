@@ -94,7 +94,7 @@ class IsolatedExecution:
                 policy = policy.with_overrides(timeout=self._timeout)
             self.policy = policy
             if self._engine is None:
-                from dad_sandbox.sandbox.engine._docker import default_engine
+                from dad_sandbox.sandbox.engine._select import default_engine
 
                 self._engine = default_engine()
             await self._engine.info()  # fail early and clearly when no engine answers (asked once per engine)

@@ -44,6 +44,7 @@ CAPABILITIES = frozenset(
 )
 _USER_RE = re.compile(r"^(auto|root|\d+(:\d+)?)$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEMENT_RE = re.compile(r"^[A-Za-z0-9_.-]+ ?(==|!=) ?[A-Za-z0-9_.:/-]+$")
 
 
 class Policy(BaseModel):
@@ -93,6 +94,10 @@ class Policy(BaseModel):
         100_000, gt=0, description="entries (files, folders, links) the run dir may hold, or 'unlimited'"
     )
     metrics_interval: Seconds = Field(1.0, ge=0, description="seconds between resource samples; 0 disables")
+    placement: list[str] = Field(
+        default_factory=list,
+        description="Swarm engine: placement constraints, e.g. 'node.labels.sandbox==true' (a single engine ignores them)",
+    )
 
     @field_validator("user")
     @classmethod
@@ -127,6 +132,14 @@ class Policy(BaseModel):
                 raise ValueError(f"tmpfs mount point {path!r} must be an absolute path without '..'")
             if size <= 0:
                 raise ValueError(f"tmpfs {path!r} needs a size > 0 (tmpfs pages count against memory)")
+        return value
+
+    @field_validator("placement")
+    @classmethod
+    def _check_placement(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            if not _PLACEMENT_RE.match(rule):
+                raise ValueError(f"placement constraint {rule!r} must look like 'node.labels.sandbox==true' (== or !=)")
         return value
 
     @field_validator("env", "env_allow")

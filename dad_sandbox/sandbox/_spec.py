@@ -196,4 +196,5 @@ def container_spec(
         runtime=policy.runtime,
         ulimits={"fsize": policy.max_file_size} if policy.max_file_size else {},
         stdin_open=stdin_open,
+        placement=tuple(policy.placement),
     )

@@ -169,7 +169,7 @@ class Supervisor:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from dad_sandbox.sandbox.engine._docker import default_engine
+            from dad_sandbox.sandbox.engine._select import default_engine
 
             self._engine = default_engine()
         return self._engine

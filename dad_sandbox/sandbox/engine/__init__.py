@@ -1,6 +1,7 @@
 """Container engines: the interface and its Docker implementation."""
 
 from dad_sandbox.sandbox.engine._base import (
+    NODE_LOST,
     ContainerSpec,
     ContainerState,
     Engine,
@@ -11,4 +12,14 @@ from dad_sandbox.sandbox.engine._base import (
     StdinHandle,
 )
 
-__all__ = ["ContainerSpec", "ContainerState", "Engine", "ExecExit", "ExecSpec", "Mount", "OutputCallback", "StdinHandle"]
+__all__ = [
+    "ContainerSpec",
+    "ContainerState",
+    "Engine",
+    "ExecExit",
+    "ExecSpec",
+    "Mount",
+    "NODE_LOST",
+    "OutputCallback",
+    "StdinHandle",
+]

@@ -61,6 +61,13 @@ class ContainerSpec:
     #: "none" keeps the engine from storing a second, unbounded copy of the output on the host disk;
     #: the supervisor attaches before start, so nothing is lost.
     log_driver: str | None = "none"
+    #: Swarm placement constraints ("node.labels.sandbox==true"); a single engine has one node and ignores them
+    placement: tuple[str, ...] = ()
+
+
+#: ``ContainerState.status`` of a run whose node left the cluster mid-run (Swarm): the engine cannot
+#: say how it ended, so the run is ``crashed`` with reason ``node_lost``.
+NODE_LOST = "node_lost"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ CONTRACT = {
     "exit_code", "preflight", "invalid_request", "node_failed", "component_load", "component_error",
     "runner_report", "invalid_inputs", "rerun_target", "image_missing", "disk_quota", "file_quota",
     "deadline", "oom", "oom:child", "cancelled", "interrupted", "engine_lost", "engine_error",
-    "supervisor_lost",
+    "node_lost", "supervisor_lost",
 }
 
 README = Path(__file__).resolve().parents[3] / "README.md"
