@@ -9,14 +9,23 @@ PYTEST_ARGS ?=
 # the runner image built from this checkout's sources (images/build.sh writes its tag)
 TAGGED = DAD_SANDBOX_RUNNER_TAG=$$(cat build/runner-tag 2>/dev/null)
 RUNTIME ?= runc
+ENGINE ?= docker
+PODMAN_SOCKET ?= /run/dad-sandbox-podman/podman.sock
+# The integration tests run against Podman (make test-podman): a subset of each feature's tests.
+PODMAN_TESTS ?= tests/integration/test_isolated_execution.py tests/integration/test_supervisor.py \
+	tests/integration/test_lifecycle.py::test_deadline_holds_with_every_supervisor_gone \
+	tests/integration/test_lifecycle.py::test_runs_that_never_got_a_container_end_abandoned \
+	tests/integration/test_warm_pool.py tests/integration/test_sessions.py
 
-.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean
+.PHONY: help run test test-podman lint unit integration security security-doc engine engine-runsc engine-podman image venv bench clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
 	@echo "make test    - provision, build images, run the whole test suite"
 	@echo "make engine  - make sure a Docker engine answers (installs/starts one on root Debian)"
 	@echo "               RUNTIME=runsc also installs gVisor and registers it"
+	@echo "               ENGINE=podman provisions rootful Podman on its own socket instead"
+	@echo "make test-podman - a subset of the integration tests against Podman (PODMAN_TESTS)"
 	@echo "make security - the red-team suite on runc and gVisor; make security-doc renders docs/SECURITY.md"
 	@echo "make image   - build the base and runner images (only what changed)"
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
@@ -48,7 +57,19 @@ integration: engine image
 	$(TAGGED) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 engine:
+ifeq ($(ENGINE),podman)
+	@$(MAKE) --no-print-directory engine-podman
+else
 	@RUNTIME=$(RUNTIME) bash scripts/engine.sh
+endif
+
+# Podman next to Docker (never instead of it): the runner image is built by Docker and loaded.
+engine-podman:
+	@$(MAKE) --no-print-directory ENGINE=docker image
+	@DAD_PODMAN_SOCKET=$(PODMAN_SOCKET) bash scripts/engine-podman.sh
+
+test-podman: engine-podman
+	$(TAGGED) DOCKER_HOST=unix://$(PODMAN_SOCKET) $(PY) -m pytest $(PODMAN_TESTS) $(PYTEST_ARGS)
 
 engine-runsc:
 	@RUNTIME=runsc bash scripts/engine.sh
