@@ -15,9 +15,11 @@ PODMAN_SOCKET ?= /run/dad-sandbox-podman/podman.sock
 PODMAN_TESTS ?= tests/integration/test_isolated_execution.py tests/integration/test_supervisor.py \
 	tests/integration/test_lifecycle.py::test_deadline_holds_with_every_supervisor_gone \
 	tests/integration/test_lifecycle.py::test_runs_that_never_got_a_container_end_abandoned \
-	tests/integration/test_warm_pool.py tests/integration/test_sessions.py
+	tests/integration/test_warm_pool.py tests/integration/test_sessions.py \
+	tests/integration/test_egress.py::test_allowlisted_hosts_answer_and_everything_else_is_refused \
+	tests/integration/test_egress.py::test_connection_and_byte_limits_hold
 
-.PHONY: help run test test-podman lint unit integration security security-doc engine engine-runsc engine-podman image venv bench clean
+.PHONY: help run test test-podman lint unit integration security security-doc compat-doc engine engine-runsc engine-podman image venv bench clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
@@ -46,6 +48,10 @@ security: engine-runsc image
 security-doc:
 	$(PY) scripts/security_report.py
 
+# The engine compatibility table in README.md, from build/compat/*.xml (make test-podman writes podman.xml)
+compat-doc:
+	$(PY) scripts/compat_report.py
+
 lint: venv
 	$(PY) -m ruff check dad_sandbox tests bench scripts examples
 	$(PY) -m mypy
@@ -69,7 +75,8 @@ engine-podman:
 	@DAD_PODMAN_SOCKET=$(PODMAN_SOCKET) bash scripts/engine-podman.sh
 
 test-podman: engine-podman
-	$(TAGGED) DOCKER_HOST=unix://$(PODMAN_SOCKET) $(PY) -m pytest $(PODMAN_TESTS) $(PYTEST_ARGS)
+	@mkdir -p build/compat
+	$(TAGGED) DOCKER_HOST=unix://$(PODMAN_SOCKET) $(PY) -m pytest $(PODMAN_TESTS) --junitxml=build/compat/podman.xml $(PYTEST_ARGS)
 
 engine-runsc:
 	@RUNTIME=runsc bash scripts/engine.sh
