@@ -12,14 +12,15 @@ RUNTIME ?= runc
 ENGINE ?= docker
 PODMAN_SOCKET ?= /run/dad-sandbox-podman/podman.sock
 # The integration tests run against Podman (make test-podman): a subset of each feature's tests.
-PODMAN_TESTS ?= tests/integration/test_isolated_execution.py tests/integration/test_supervisor.py \
-	tests/integration/test_lifecycle.py::test_deadline_holds_with_every_supervisor_gone \
+PODMAN_TESTS ?= tests/integration/test_engine_compat.py \
+	tests/integration/test_isolated_execution.py tests/integration/test_supervisor.py \
+	tests/integration/test_lifecycle.py::test_deadline_holds_with_every_supervisor_gone[runc] \
 	tests/integration/test_lifecycle.py::test_runs_that_never_got_a_container_end_abandoned \
 	tests/integration/test_warm_pool.py tests/integration/test_sessions.py \
 	tests/integration/test_egress.py::test_allowlisted_hosts_answer_and_everything_else_is_refused \
 	tests/integration/test_egress.py::test_connection_and_byte_limits_hold
 
-.PHONY: help run test test-podman lint unit integration security security-doc compat-doc engine engine-runsc engine-podman image venv bench clean
+.PHONY: help run test test-podman test-compat-docker lint unit integration security security-doc compat-doc engine engine-runsc engine-podman image venv bench clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
@@ -28,6 +29,7 @@ help:
 	@echo "               RUNTIME=runsc also installs gVisor and registers it"
 	@echo "               ENGINE=podman provisions rootful Podman on its own socket instead"
 	@echo "make test-podman - a subset of the integration tests against Podman (PODMAN_TESTS)"
+	@echo "make test-compat-docker; make compat-doc - the same on Docker, then README's engine table"
 	@echo "make security - the red-team suite on runc and gVisor; make security-doc renders docs/SECURITY.md"
 	@echo "make image   - build the base and runner images (only what changed)"
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
@@ -73,6 +75,11 @@ endif
 engine-podman:
 	@$(MAKE) --no-print-directory ENGINE=docker image
 	@DAD_PODMAN_SOCKET=$(PODMAN_SOCKET) bash scripts/engine-podman.sh
+
+# The same subset on Docker (runc and gVisor variants), for the Docker columns of the table
+test-compat-docker: engine-runsc image
+	@mkdir -p build/compat
+	$(TAGGED) $(PY) -m pytest $(subst [runc],,$(PODMAN_TESTS)) tests/integration/test_egress.py --junitxml=build/compat/docker.xml $(PYTEST_ARGS)
 
 test-podman: engine-podman
 	@mkdir -p build/compat

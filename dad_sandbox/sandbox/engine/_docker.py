@@ -40,6 +40,8 @@ from dad_sandbox.sandbox.engine._errors import is_transient, map_docker_errors
 from dad_sandbox.sandbox.engine._quirks import (
     EngineQuirks,
     is_seccomp_path_refusal,
+    needs_runtime_check,
+    runtime_honoured,
     seccomp_profile_file,
     ulimits_added,
 )
@@ -196,6 +198,9 @@ class DockerEngine(Engine):
 
     async def create(self, spec: ContainerSpec) -> str:
         def create() -> str:
+            check_runtime = needs_runtime_check(spec.runtime)
+            if check_runtime and self._quirks.runtime_honoured is False:
+                raise EngineError(_runtime_ignored(spec.runtime))
             try:
                 container_id = self._create(spec)
             except docker.errors.APIError as exc:
@@ -205,6 +210,13 @@ class DockerEngine(Engine):
                 log.info("engine reads seccomp profiles from files; sending a path from now on")
                 self._quirks.seccomp_by_path = True
                 container_id = self._create(spec)
+            if check_runtime and self._quirks.runtime_honoured is None:
+                # A run that asked for gVisor must never run on runc because the engine ignored it.
+                honoured = runtime_honoured(self.api.inspect_container(container_id), str(spec.runtime))
+                self._quirks.runtime_honoured = honoured
+                if not honoured:
+                    self.api.remove_container(container_id, force=True, v=True)
+                    raise EngineError(_runtime_ignored(spec.runtime))
             asked = {"asked_no_network": spec.network == "none", "asked_tmpfs": bool(spec.tmpfs)}
             if self._quirks.must_read_back(**asked, asked_ulimits=bool(spec.ulimits)):
                 # Read the first such container back before it can ever start: an engine that
@@ -468,6 +480,12 @@ class DockerEngine(Engine):
         if self._api is not None:
             self._api.close()
             self._api = None
+
+
+def _runtime_ignored(runtime: str | None) -> str:
+    return (f"the engine ignores the OCI runtime a container asks for (asked {runtime!r}; Podman's Docker API "
+            "does this), so this policy's isolation cannot be had here: run it on Docker with that runtime "
+            "registered ('make engine RUNTIME=runsc'), or use a runc policy")
 
 
 def _feed(sock: socket.socket, data: bytes) -> None:

@@ -20,6 +20,9 @@ makes but differs in three ways that matter to a sandbox:
   first container with ulimits reads back limits we did not ask for: a container without ulimits
   is then created (never started) to read the engine's defaults, which are sent explicitly from
   then on.
+* ``HostConfig.Runtime`` is ignored (the read-back says ``"oci"``): a run asking for gVisor
+  would silently run on the default runtime. Detected on the first create that names a runtime
+  other than runc; from then on such a run is refused before any container is made.
 * ``State.OOMKilled`` stays false when the kernel's OOM killer killed the run (see
   ``oom_from_exit``).
 
@@ -52,6 +55,8 @@ class EngineQuirks:
     #: ``None`` until the first container with ulimits was read back; then the engine's default
     #: rlimits that it drops when a request names some (empty: it keeps them, as Docker does).
     ulimit_defaults: dict[str, tuple[int, int]] | None = None
+    #: ``None`` until the first container asking for a runtime other than runc was read back.
+    runtime_honoured: bool | None = None
     #: the engine wants a seccomp profile as a path to a file, not as its content
     seccomp_by_path: bool = False
 
@@ -124,6 +129,16 @@ def ulimits_added(inspected: dict[str, Any], asked: dict[str, int]) -> bool:
     return bool(set(rlimits(inspected)) - set(asked))
 
 
+def runtime_honoured(inspected: dict[str, Any], asked: str) -> bool:
+    """Whether the container got the OCI runtime it asked for (Podman's compat API reports ``oci``)."""
+    return (inspected.get("HostConfig") or {}).get("Runtime") == asked
+
+
+def needs_runtime_check(runtime: str | None) -> bool:
+    """Runtimes whose absence would weaken isolation: every one but the engines' default, runc."""
+    return runtime not in (None, "", "runc")
+
+
 def tmpfs_copied_up(inspected: dict[str, Any]) -> bool:
     """Whether the engine added copy-up to a container's tmpfs mounts (Podman: ``tmpcopyup``)."""
     tmpfs = (inspected.get("HostConfig") or {}).get("Tmpfs") or {}
@@ -174,7 +189,9 @@ __all__ = [
     "is_seccomp_path_refusal",
     "network_disabled_honoured",
     "seccomp_profile_file",
+    "needs_runtime_check",
     "rlimits",
+    "runtime_honoured",
     "tmpfs_copied_up",
     "ulimits_added",
 ]

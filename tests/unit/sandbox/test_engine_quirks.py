@@ -13,7 +13,9 @@ from dad_sandbox.errors import EngineError
 from dad_sandbox.sandbox.engine._quirks import (
     EngineQuirks,
     is_seccomp_path_refusal,
+    needs_runtime_check,
     network_disabled_honoured,
+    runtime_honoured,
     seccomp_profile_file,
     tmpfs_copied_up,
     ulimits_added,
@@ -106,3 +108,10 @@ def test_doctor_names_the_fix_and_the_engine() -> None:
     assert "runc" in fix_for("crun: cgroups in hybrid mode not supported")
     assert engine_name({"Version": "4.3.1", "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}) == "Podman 4.3.1"
     assert engine_name({"Version": "20.10.24", "Components": [{"Name": "Engine"}]}) == "Docker 20.10.24"
+
+
+def test_a_runtime_the_engine_ignores_is_seen() -> None:
+    """Podman reports runtime 'oci' for a container that asked for runsc; Docker reports what was asked."""
+    assert not runtime_honoured({"HostConfig": {"Runtime": "oci"}}, "runsc")
+    assert runtime_honoured({"HostConfig": {"Runtime": "runsc"}}, "runsc")
+    assert needs_runtime_check("runsc") and not needs_runtime_check("runc") and not needs_runtime_check(None)
