@@ -151,6 +151,7 @@ class DockerEngine(Engine):
         self._info: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._quirks = EngineQuirks()
+        self._learning = threading.Lock()
 
     def _client(self, timeout: float | None = None, version: str = "auto") -> docker.APIClient:
         kwargs = kwargs_from_env()
@@ -198,43 +199,62 @@ class DockerEngine(Engine):
 
     async def create(self, spec: ContainerSpec) -> str:
         def create() -> str:
-            check_runtime = needs_runtime_check(spec.runtime)
-            if check_runtime and self._quirks.runtime_honoured is False:
-                raise EngineError(_runtime_ignored(spec.runtime))
-            try:
-                container_id = self._create(spec)
-            except docker.errors.APIError as exc:
-                if not (spec.seccomp_profile and not self._quirks.seccomp_by_path
-                        and is_seccomp_path_refusal(str(exc))):
-                    raise
-                log.info("engine reads seccomp profiles from files; sending a path from now on")
-                self._quirks.seccomp_by_path = True
-                container_id = self._create(spec)
-            if check_runtime and self._quirks.runtime_honoured is None:
-                # A run that asked for gVisor must never run on runc because the engine ignored it.
-                honoured = runtime_honoured(self.api.inspect_container(container_id), str(spec.runtime))
-                self._quirks.runtime_honoured = honoured
-                if not honoured:
-                    self.api.remove_container(container_id, force=True, v=True)
-                    raise EngineError(_runtime_ignored(spec.runtime))
-            asked = {"asked_no_network": spec.network == "none", "asked_tmpfs": bool(spec.tmpfs)}
-            if self._quirks.must_read_back(**asked, asked_ulimits=bool(spec.ulimits)):
-                # Read the first such container back before it can ever start: an engine that
-                # ignored NetworkDisabled gave it a network, one that copies up tmpfs mounts fills
-                # our empty masks with what they hide, one that replaced its default rlimits
-                # cannot start it. Whichever it is, the container is remade, never started.
-                data = self.api.inspect_container(container_id)
-                remake = self._quirks.learn(data, **asked)
-                if spec.ulimits and self._quirks.ulimit_defaults is None:
-                    added = ulimits_added(data, spec.ulimits)
-                    remake |= self._quirks.learn_ulimit_defaults(self._bare_rlimits(spec) if added else None)
-                if remake:
-                    log.info("engine quirks learned; remaking the container", quirks=str(self._quirks))
-                    self.api.remove_container(container_id, force=True, v=True)
-                    container_id = self._create(spec)
-            return container_id
+            if not self._must_check(spec):
+                return self._create_learning_seccomp(spec)
+            # Until the engine's quirks are known, creates that could show one go one at a time:
+            # a container made while another thread is still learning would carry the old settings.
+            with self._learning:
+                if not self._must_check(spec):
+                    return self._create_learning_seccomp(spec)
+                return self._create_checked(spec)
 
         return await self._call(f"creating a container from {spec.image!r}", create, retry_transient=False)
+
+    def _must_check(self, spec: ContainerSpec) -> bool:
+        runtime = needs_runtime_check(spec.runtime)
+        if runtime and self._quirks.runtime_honoured is False:
+            raise EngineError(_runtime_ignored(spec.runtime))
+        return (runtime and self._quirks.runtime_honoured is None) or self._quirks.must_read_back(
+            asked_no_network=spec.network == "none", asked_tmpfs=bool(spec.tmpfs), asked_ulimits=bool(spec.ulimits))
+
+    def _create_learning_seccomp(self, spec: ContainerSpec) -> str:
+        try:
+            return self._create(spec)
+        except docker.errors.APIError as exc:
+            if not (spec.seccomp_profile and not self._quirks.seccomp_by_path and is_seccomp_path_refusal(str(exc))):
+                raise
+            log.info("engine reads seccomp profiles from files; sending a path from now on")
+            self._quirks.seccomp_by_path = True
+            return self._create(spec)
+
+    def _create_checked(self, spec: ContainerSpec) -> str:
+        """Create, then read the container back before it can ever start, and learn from it.
+
+        An engine that ignored the runtime would run a gVisor policy on runc (refused); one that
+        ignored NetworkDisabled gave the container a network; one that copies up tmpfs mounts fills
+        our empty masks with what they hide; one that replaced its default rlimits cannot start it.
+        In the last three cases the container is remade with what the engine needs, never started.
+        """
+        container_id = self._create_learning_seccomp(spec)
+        try:
+            data = self.api.inspect_container(container_id)
+            if needs_runtime_check(spec.runtime) and self._quirks.runtime_honoured is None:
+                self._quirks.runtime_honoured = runtime_honoured(data, str(spec.runtime))
+                if not self._quirks.runtime_honoured:
+                    raise EngineError(_runtime_ignored(spec.runtime))
+            asked = {"asked_no_network": spec.network == "none", "asked_tmpfs": bool(spec.tmpfs)}
+            remake = self._quirks.learn(data, **asked)
+            if spec.ulimits and self._quirks.ulimit_defaults is None:
+                added = ulimits_added(data, spec.ulimits)
+                remake |= self._quirks.learn_ulimit_defaults(self._bare_rlimits(spec) if added else None)
+        except BaseException:
+            self.api.remove_container(container_id, force=True, v=True)
+            raise
+        if not remake:
+            return container_id
+        log.info("engine quirks learned; remaking the container", quirks=str(self._quirks))
+        self.api.remove_container(container_id, force=True, v=True)
+        return self._create_learning_seccomp(spec)
 
     def _bare_rlimits(self, spec: ContainerSpec) -> dict[str, Any]:
         """Inspect data of a container created (never started) with no ulimits: the engine's defaults."""
