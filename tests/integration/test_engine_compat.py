@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -62,3 +63,45 @@ def test_gvisor_policy_runs_under_gvisor(project: Path, docker_api) -> None:
     assert result.status == "completed", result.error
     assert "Linux version" in logs
     assert f"Linux version {os.uname().release}" not in logs  # not the host's kernel
+
+
+LIMITS_SCRIPT = r"""
+import ctypes, json, os, resource
+def first(*paths):
+    for p in paths:
+        try:
+            return open(p).read().strip()
+        except OSError:
+            pass
+libc = ctypes.CDLL(None, use_errno=True)
+traced = libc.ptrace(0, 0, 0, 0)  # PTRACE_TRACEME: Docker's default profile allows it, ours refuses it
+print(json.dumps({
+    "memory": first("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
+    "pids": first("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+    "fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[1],
+    "seccomp": [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0],
+    "ptrace": [traced, ctypes.get_errno()],
+}))
+"""
+
+
+def test_limits_and_seccomp_profile_reach_the_container(project: Path) -> None:
+    """Memory, pids and file-size limits and the policy's own seccomp profile are in force inside the run."""
+    ctx = RunContext("exec", project, run_root=project.parent / "runs")
+    ctx.setup_run()
+    policy = load_policy("untrusted").with_overrides(memory="96m", pids_limit=77, max_file_size="3m", tmpfs={"/tmp": "8m"})
+
+    async def go():
+        async with IsolatedExecution(ctx, policy) as execution:
+            return await execution.run_command(["python3", "-c", LIMITS_SCRIPT])
+
+    result = asyncio.run(go())
+    assert result.status == "completed", result.error
+    line = next(json.loads(r)["message"] for r in (ctx.run_dir / ".trace" / "logs.jsonl").read_text().splitlines()
+                if json.loads(r).get("stream") == "stdout")
+    facts = json.loads(line)
+    assert int(facts["memory"]) == 96 << 20
+    assert facts["pids"] == "77"
+    assert facts["fsize"] == 3 << 20
+    assert facts["seccomp"] == "2"
+    assert facts["ptrace"] == [-1, 1]  # EPERM from our profile, not Docker's default
