@@ -20,7 +20,7 @@ PODMAN_TESTS ?= tests/integration/test_engine_compat.py \
 	tests/integration/test_egress.py::test_allowlisted_hosts_answer_and_everything_else_is_refused \
 	tests/integration/test_egress.py::test_connection_and_byte_limits_hold
 
-.PHONY: help run test test-podman test-compat-docker lint unit integration security security-doc compat-doc engine engine-runsc engine-podman image venv bench clean
+.PHONY: help run test test-podman test-podman-ci test-compat-docker lint unit integration security security-doc compat-doc engine engine-runsc engine-podman image venv bench clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
@@ -75,6 +75,12 @@ endif
 engine-podman:
 	@$(MAKE) --no-print-directory ENGINE=docker image
 	@DAD_PODMAN_SOCKET=$(PODMAN_SOCKET) bash scripts/engine-podman.sh
+
+# For CI: the subset without the two OOM tests, which fail on Podman by a known limit (README, "Engines")
+test-podman-ci: engine-podman
+	$(TAGGED) DOCKER_HOST=unix://$(PODMAN_SOCKET) $(PY) -m pytest $(PODMAN_TESTS) \
+		--deselect tests/integration/test_isolated_execution.py::test_out_of_memory_is_oom_killed \
+		--deselect tests/integration/test_isolated_execution.py::test_child_oom_with_surviving_parent_is_oom_killed $(PYTEST_ARGS)
 
 # The same subset on Docker (runc and gVisor variants), for the Docker columns of the table
 test-compat-docker: engine-runsc image
