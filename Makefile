@@ -9,18 +9,34 @@ PYTEST_ARGS ?=
 # the runner image built from this checkout's sources (images/build.sh writes its tag)
 TAGGED = DAD_SANDBOX_RUNNER_TAG=$$(cat build/runner-tag 2>/dev/null)
 RUNTIME ?= runc
+ENGINE ?= docker
+PODMAN_SOCKET ?= /run/dad-sandbox-podman/podman.sock
+# The integration tests run against Podman (make test-podman): a subset of each feature's tests.
+PODMAN_TESTS ?= tests/integration/test_engine_compat.py \
+	tests/integration/test_isolated_execution.py tests/integration/test_supervisor.py \
+	tests/integration/test_lifecycle.py::test_deadline_holds_with_every_supervisor_gone[runc] \
+	tests/integration/test_lifecycle.py::test_runs_that_never_got_a_container_end_abandoned \
+	tests/integration/test_warm_pool.py tests/integration/test_sessions.py \
+	tests/integration/test_egress.py::test_allowlisted_hosts_answer_and_everything_else_is_refused \
+	tests/integration/test_egress.py::test_connection_and_byte_limits_hold
 
 .PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean \
-	cluster cluster-down test-cluster
+	cluster cluster-down test-cluster test-podman test-podman-ci test-compat-docker compat-doc engine-podman
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
 	@echo "make test    - provision, build images, run the whole test suite"
 	@echo "make engine  - make sure a Docker engine answers (installs/starts one on root Debian)"
 	@echo "               RUNTIME=runsc also installs gVisor and registers it"
+	@echo "               ENGINE=podman provisions rootful Podman on its own socket instead"
 	@echo "make engine-runsc - make engine with RUNTIME=runsc (what make test and make security use)"
+	@echo "make engine-podman - make engine with ENGINE=podman"
 	@echo "make security - the red-team suite on runc and gVisor"
 	@echo "make security-doc - render docs/SECURITY.md from the last red-team results"
+	@echo "make test-podman - a subset of the integration tests against Podman (PODMAN_TESTS)"
+	@echo "make test-podman-ci - the same without the two OOM tests (a documented limit of Podman)"
+	@echo "make test-compat-docker - the same subset on Docker (runc and gVisor)"
+	@echo "make compat-doc - render README's engine compatibility table from the last results"
 	@echo "make image   - build the base and runner images (only what changed)"
 	@echo "make venv    - the virtualenv with dad-sandbox and its test dependencies (.venv)"
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
@@ -47,6 +63,10 @@ security: engine-runsc image
 security-doc:
 	$(PY) scripts/security_report.py
 
+# The engine compatibility table in README.md, from build/compat/*.xml (make test-podman writes podman.xml)
+compat-doc:
+	$(PY) scripts/compat_report.py
+
 lint: venv
 	$(PY) -m ruff check dad_sandbox tests bench scripts examples
 	$(PY) -m mypy
@@ -58,7 +78,31 @@ integration: engine image
 	$(TAGGED) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 engine:
+ifeq ($(ENGINE),podman)
+	@$(MAKE) --no-print-directory engine-podman
+else
 	@RUNTIME=$(RUNTIME) bash scripts/engine.sh
+endif
+
+# Podman next to Docker (never instead of it): the runner image is built by Docker and loaded.
+engine-podman:
+	@$(MAKE) --no-print-directory ENGINE=docker image
+	@DAD_PODMAN_SOCKET=$(PODMAN_SOCKET) bash scripts/engine-podman.sh
+
+# For CI: the subset without the two OOM tests, which fail on Podman by a known limit (README, "Engines")
+test-podman-ci: engine-podman
+	$(TAGGED) DOCKER_HOST=unix://$(PODMAN_SOCKET) $(PY) -m pytest $(PODMAN_TESTS) \
+		--deselect tests/integration/test_isolated_execution.py::test_out_of_memory_is_oom_killed \
+		--deselect tests/integration/test_isolated_execution.py::test_child_oom_with_surviving_parent_is_oom_killed $(PYTEST_ARGS)
+
+# The same subset on Docker (runc and gVisor variants), for the Docker columns of the table
+test-compat-docker: engine-runsc image
+	@mkdir -p build/compat
+	$(TAGGED) $(PY) -m pytest $(subst [runc],,$(PODMAN_TESTS)) tests/integration/test_egress.py --junitxml=build/compat/docker.xml $(PYTEST_ARGS)
+
+test-podman: engine-podman
+	@mkdir -p build/compat
+	$(TAGGED) DOCKER_HOST=unix://$(PODMAN_SOCKET) $(PY) -m pytest $(PODMAN_TESTS) --junitxml=build/compat/podman.xml $(PYTEST_ARGS)
 
 engine-runsc:
 	@RUNTIME=runsc bash scripts/engine.sh

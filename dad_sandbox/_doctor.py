@@ -20,6 +20,7 @@ class Check:
 
 def run_checks(run_root: Path) -> list[Check]:
     """Every check, in the order a user would fix them."""
+    from dad_sandbox._doctor_engine import engine_name, fix_for, start_probe
     from dad_sandbox.sandbox import available_policies, load_policy
     from dad_sandbox.sandbox.engine._docker import DockerEngine
     from dad_sandbox.sandbox.engine._errors import map_docker_errors
@@ -35,7 +36,7 @@ def run_checks(run_root: Path) -> list[Check]:
                             "run 'make engine' (root Debian) or start Docker and check 'docker info'"))
         info, version = None, None
     if info is not None and version is not None:
-        checks.append(Check("engine", True, f"Docker {version.get('Version')} (API {version.get('ApiVersion')}), "
+        checks.append(Check("engine", True, f"{engine_name(version)} (API {version.get('ApiVersion')}), "
                                             f"{info.get('Driver')} storage, cgroup v{info.get('CgroupVersion', '?')}"))
         runtimes = sorted((info.get("Runtimes") or {}).keys())
         checks.append(Check("runtimes", True, ", ".join(runtimes) + ("" if "runsc" in runtimes else
@@ -45,6 +46,10 @@ def run_checks(run_root: Path) -> list[Check]:
             with map_docker_errors("inspecting the runner image"):
                 data = engine.api.inspect_image(image)
             checks.append(Check("image", True, f"{image} {data['Id'][:19]} ({data.get('Size', 0) // (1 << 20)} MiB)"))
+            refused = start_probe(image)
+            checks.append(Check("start", refused is None,
+                                "a container like a run's starts" if refused is None else refused.splitlines()[0],
+                                None if refused is None else fix_for(refused)))
         except DadSandboxError:
             checks.append(Check("image", False, f"{image} is not on the engine", "run 'make image' or 'dad-sandbox image build'"))
     else:

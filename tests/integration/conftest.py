@@ -36,9 +36,11 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def docker_api():
     import docker
+    from docker.utils import kwargs_from_env
 
     try:
-        api = docker.APIClient(version="auto", timeout=10)
+        # DOCKER_HOST as dad-sandbox itself reads it: `make test-podman` points it at Podman
+        api = docker.APIClient(version="auto", timeout=10, **kwargs_from_env())
         api.ping()
     except Exception as exc:
         _unavailable(f"no Docker engine answers: {exc}")

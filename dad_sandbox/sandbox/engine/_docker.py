@@ -40,6 +40,14 @@ from dad_sandbox.sandbox.engine._base import (
     StdinHandle,
 )
 from dad_sandbox.sandbox.engine._errors import is_transient, map_docker_errors
+from dad_sandbox.sandbox.engine._quirks import (
+    EngineQuirks,
+    is_seccomp_path_refusal,
+    needs_runtime_check,
+    runtime_honoured,
+    seccomp_profile_file,
+    ulimits_added,
+)
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -121,11 +129,15 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
     )
 
 
-def _security_opt(spec: ContainerSpec) -> list[str] | None:
-    """``HostConfig.SecurityOpt``: the API takes a seccomp profile's content, as the CLI sends it."""
+def _security_opt(spec: ContainerSpec, *, by_path: bool = False) -> list[str] | None:
+    """``HostConfig.SecurityOpt``: Docker's API takes a seccomp profile's content, as the CLI sends
+    it; an engine that reads it as a path (``EngineQuirks.seccomp_by_path``) gets a private file."""
     opts = ["no-new-privileges"] if spec.no_new_privileges else []
     if spec.seccomp_profile is not None:
-        opts.append(f"seccomp={spec.seccomp_profile}")
+        profile = spec.seccomp_profile
+        if by_path and profile not in ("unconfined", "default", "docker-default"):
+            profile = seccomp_profile_file(profile)
+        opts.append(f"seccomp={profile}")
     return opts or None
 
 
@@ -157,6 +169,8 @@ class DockerEngine(Engine):
         self._api: docker.APIClient | None = None
         self._info: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self._quirks = EngineQuirks()
+        self._learning = threading.Lock()
 
     def _client(self, timeout: float | None = None, version: str = "auto") -> docker.APIClient:
         kwargs = kwargs_from_env()
@@ -204,44 +218,115 @@ class DockerEngine(Engine):
 
     async def create(self, spec: ContainerSpec) -> str:
         def create() -> str:
-            api = self.api
-            host_config = api.create_host_config(
-                mounts=[
-                    docker.types.Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only,
-                                       no_copy=m.kind == "volume")  # a volume starts empty, whatever the image has there
-                    for m in spec.mounts
-                ],
-                tmpfs=spec.tmpfs or None,
-                nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
-                mem_limit=spec.memory,
-                memswap_limit=spec.memory,
-                pids_limit=spec.pids_limit,
-                network_mode=None if spec.network == "none" else spec.network,
-                read_only=spec.read_only_root,
-                cap_drop=list(spec.cap_drop) or None,
-                cap_add=list(spec.cap_add) or None,
-                security_opt=_security_opt(spec),
-                init=spec.init,
-                runtime=spec.runtime,
-                ulimits=[docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in spec.ulimits.items()] or None,
-                log_config=docker.types.LogConfig(type=spec.log_driver) if spec.log_driver else None,
-            )
-            result = api.create_container(
-                image=spec.image,
-                command=list(spec.command),
-                user=spec.user or "",
-                environment=spec.env,
-                labels=spec.labels,
-                working_dir=spec.working_dir,
-                host_config=host_config,
-                # network_disabled leaves only `lo`, like mode "none", and starts ~145 ms faster.
-                network_disabled=spec.network == "none",
-                stdin_open=spec.stdin_open,
-                tty=False,
-            )
-            return str(result["Id"])
+            if not self._must_check(spec):
+                return self._create_learning_seccomp(spec)
+            # Until the engine's quirks are known, creates that could show one go one at a time:
+            # a container made while another thread is still learning would carry the old settings.
+            with self._learning:
+                if not self._must_check(spec):
+                    return self._create_learning_seccomp(spec)
+                return self._create_checked(spec)
 
         return await self._call(f"creating a container from {spec.image!r}", create, retry_transient=False)
+
+    def _must_check(self, spec: ContainerSpec) -> bool:
+        runtime = needs_runtime_check(spec.runtime)
+        if runtime and self._quirks.runtime_honoured is False:
+            raise EngineError(_runtime_ignored(spec.runtime))
+        return (runtime and self._quirks.runtime_honoured is None) or self._quirks.must_read_back(
+            asked_no_network=spec.network == "none", asked_tmpfs=bool(spec.tmpfs), asked_ulimits=bool(spec.ulimits))
+
+    def _create_learning_seccomp(self, spec: ContainerSpec) -> str:
+        try:
+            return self._create(spec)
+        except docker.errors.APIError as exc:
+            if not (spec.seccomp_profile and not self._quirks.seccomp_by_path and is_seccomp_path_refusal(str(exc))):
+                raise
+            log.info("engine reads seccomp profiles from files; sending a path from now on")
+            self._quirks.seccomp_by_path = True
+            return self._create(spec)
+
+    def _create_checked(self, spec: ContainerSpec) -> str:
+        """Create, then read the container back before it can ever start, and learn from it.
+
+        An engine that ignored the runtime would run a gVisor policy on runc (refused); one that
+        ignored NetworkDisabled gave the container a network; one that copies up tmpfs mounts fills
+        our empty masks with what they hide; one that replaced its default rlimits cannot start it.
+        In the last three cases the container is remade with what the engine needs, never started.
+        """
+        container_id = self._create_learning_seccomp(spec)
+        try:
+            data = self.api.inspect_container(container_id)
+            if needs_runtime_check(spec.runtime) and self._quirks.runtime_honoured is None:
+                self._quirks.runtime_honoured = runtime_honoured(data, str(spec.runtime))
+                if not self._quirks.runtime_honoured:
+                    raise EngineError(_runtime_ignored(spec.runtime))
+            asked = {"asked_no_network": spec.network == "none", "asked_tmpfs": bool(spec.tmpfs)}
+            remake = self._quirks.learn(data, **asked)
+            if spec.ulimits and self._quirks.ulimit_defaults is None:
+                added = ulimits_added(data, spec.ulimits)
+                remake |= self._quirks.learn_ulimit_defaults(self._bare_rlimits(spec) if added else None)
+        except BaseException:
+            self.api.remove_container(container_id, force=True, v=True)
+            raise
+        if not remake:
+            return container_id
+        log.info("engine quirks learned; remaking the container", quirks=str(self._quirks))
+        self.api.remove_container(container_id, force=True, v=True)
+        return self._create_learning_seccomp(spec)
+
+    def _bare_rlimits(self, spec: ContainerSpec) -> dict[str, Any]:
+        """Inspect data of a container created (never started) with no ulimits: the engine's defaults."""
+        bare = self.api.create_container(
+            image=spec.image, command=["true"], labels={"dad.probe": "rlimits"}, network_disabled=True,
+            host_config=self.api.create_host_config(network_mode="none"),
+        )
+        try:
+            return dict(self.api.inspect_container(bare["Id"]))
+        finally:
+            self.api.remove_container(bare["Id"], force=True, v=True)
+
+    def _create(self, spec: ContainerSpec) -> str:
+        api = self.api
+        network_mode = None if spec.network == "none" else spec.network
+        if spec.network == "none" and self._quirks.network_disabled_ignored:
+            network_mode = "none"
+        host_config = api.create_host_config(
+            mounts=[
+                docker.types.Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only,
+                                   no_copy=m.kind == "volume")  # a volume starts empty, whatever the image has there
+                for m in spec.mounts
+            ],
+            tmpfs={path: self._quirks.tmpfs_options(opts) for path, opts in spec.tmpfs.items()} or None,
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,
+            pids_limit=spec.pids_limit,
+            network_mode=network_mode,
+            read_only=spec.read_only_root,
+            cap_drop=list(spec.cap_drop) or None,
+            cap_add=list(spec.cap_add) or None,
+            security_opt=_security_opt(spec, by_path=self._quirks.seccomp_by_path),
+            init=spec.init,
+            runtime=spec.runtime,
+            ulimits=[docker.types.Ulimit(name=k, soft=soft, hard=hard)
+                     for k, (soft, hard) in self._quirks.ulimits(spec.ulimits).items()] or None,
+            log_config=docker.types.LogConfig(type=spec.log_driver) if spec.log_driver else None,
+        )
+        result = api.create_container(
+            image=spec.image,
+            command=list(spec.command),
+            user=spec.user or "",
+            environment=spec.env,
+            labels=spec.labels,
+            working_dir=spec.working_dir,
+            host_config=host_config,
+            # network_disabled leaves only `lo`, like mode "none", and starts ~145 ms faster.
+            network_disabled=spec.network == "none",
+            stdin_open=spec.stdin_open,
+            tty=False,
+        )
+        return str(result["Id"])
 
     async def start(self, container_id: str) -> None:
         await self._call("starting the container", lambda: self.api.start(container_id), retry_transient=False)
@@ -408,6 +493,8 @@ class DockerEngine(Engine):
                 data = self.api.stats(container_id, stream=False, one_shot=True)
             except docker.errors.NotFound:
                 return None
+            except ValueError:  # an empty body: Podman's answer for a container that has just exited
+                return None
             mem = data.get("memory_stats") or {}
             cpu = (data.get("cpu_stats") or {}).get("cpu_usage") or {}
             if mem.get("usage") is None and (data.get("pids_stats") or {}).get("current") is None:
@@ -504,6 +591,12 @@ class DockerEngine(Engine):
         if self._api is not None:
             self._api.close()
             self._api = None
+
+
+def _runtime_ignored(runtime: str | None) -> str:
+    return (f"the engine ignores the OCI runtime a container asks for (asked {runtime!r}; Podman's Docker API "
+            "does this), so this policy's isolation cannot be had here: run it on Docker with that runtime "
+            "registered ('make engine RUNTIME=runsc'), or use a runc policy")
 
 
 def _feed(sock: socket.socket, data: bytes) -> None:
