@@ -23,8 +23,8 @@ makes but differs in three ways that matter to a sandbox:
 * ``HostConfig.Runtime`` is ignored (the read-back says ``"oci"``): a run asking for gVisor
   would silently run on the default runtime. Detected on the first create that names a runtime
   other than runc; from then on such a run is refused before any container is made.
-* ``State.OOMKilled`` stays false when the kernel's OOM killer killed the run (see
-  ``oom_from_exit``).
+* ``State.OOMKilled`` stays false when the kernel's OOM killer killed the run: not handled, such a
+  run ends ``crashed (signal:SIGKILL)`` (README, "Engines").
 
 Nothing here looks at the engine's URL or name: each quirk is a fact about what the engine did.
 On Docker none of them is ever set, so Docker runs are unchanged (one extra inspect of the first
