@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 TAGGED = DAD_SANDBOX_RUNNER_TAG=$$(cat build/runner-tag 2>/dev/null)
 RUNTIME ?= runc
 
-.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean
+.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench bench-compare clean
 
 help:
 	@echo "make run     - provision, build images, run examples/hello in a container"
@@ -21,7 +21,8 @@ help:
 	@echo "make image   - build the base and runner images (only what changed)"
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
 	@echo "make unit    - unit tests only (no Docker needed)"
-	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
+	@echo "make bench   - benchmarks: print figures, write bench/results/*.json, regenerate docs/PERFORMANCE.md"
+	@echo "make bench-compare - each figure of bench/results against the last committed ones (>10% worse flagged)"
 	@echo "make clean   - remove the virtualenv, build files and ./runs"
 
 run: engine image
@@ -68,6 +69,11 @@ bench: engine image
 	$(TAGGED) $(PY) bench/perf_bench.py
 	$(TAGGED) $(PY) bench/supervisor_bench.py
 	$(TAGGED) $(PY) bench/hostile_bench.py
+	$(PY) bench/render_doc.py
+	$(PY) bench/compare.py
+
+bench-compare: venv
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache

@@ -135,12 +135,35 @@ _inputs_opt = click.option("--inputs", "inputs_file", type=click.Path(dir_okay=F
 @click.group(cls=ErrorHandlingGroup, help=f"dad-sandbox {__version__}: run DAD agents and commands, each in its own container.\n\n{EXIT_HELP}")
 @click.version_option(__version__, prog_name="dad-sandbox")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the supervisor does (to stderr).")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    ctx.obj = {"verbose": verbose}
+    if ctx.invoked_subcommand == "exec":
+        # exec first tries the resident supervisor: a thin client that needs neither asyncio nor
+        # structlog (~65 ms of imports). It sets them up only if it supervises the run itself.
+        _light_signals()
+        return
+    _setup(verbose)
+
+
+def _setup(verbose: bool) -> None:
     from dad_sandbox import _signals
     from dad_sandbox._logging import configure_logging
 
     _signals.install()  # SIGINT/SIGTERM/SIGHUP cancel this process's runs, whatever was inherited
     configure_logging(level="debug" if verbose else "error")
+
+
+def _light_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP end a thin client as Ctrl-C does, whatever was inherited (an
+    ignored SIGINT included): it then closes its socket, and the server cancels the run."""
+    import signal
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
 
 
 # ---------------------------------------------------------------------------- running
@@ -162,6 +185,7 @@ def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json:
              no_server: bool, argv: tuple[str, ...]) -> None:
     if run_root is None and not no_server and os.environ.get("DAD_SANDBOX_NO_SERVER") != "1":
         _served_exec(list(argv), policy, timeout, run_id_prefix, as_json)  # returns only if no server serves it
+    _setup(bool((click.get_current_context().find_root().obj or {}).get("verbose")))
     from dad_sandbox._progress import Progress
     from dad_sandbox.sync import exec_command
 
