@@ -69,6 +69,7 @@ bench: engine image
 	$(TAGGED) $(PY) bench/perf_bench.py
 	$(TAGGED) $(PY) bench/supervisor_bench.py
 	$(TAGGED) $(PY) bench/hostile_bench.py
+	$(TAGGED) $(PY) bench/runtime_bench.py
 	$(PY) bench/render_doc.py
 	$(PY) bench/compare.py
 

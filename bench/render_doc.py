@@ -115,11 +115,16 @@ def supervisor(sup: dict[str, Any]) -> str:
 
 
 def runtimes(rt: dict[str, Any]) -> str:
-    rows = ["| runtime | cold run p50 | p90 | × runc |", "|---|---|---|---|"]
+    rows = ["| runtime | cold run p50 | p90 | × runc | create | start | wait | remove (p50 each) |",
+            "|---|---|---|---|---|---|---|---|"]
     base = (rt.get("runc") or {}).get("p50_ms")
     for name, fig in rt.get("runtimes", {}).items():
         ratio = f"{fig['p50_ms'] / base:.2f}" if base and fig.get("p50_ms") else ""
-        rows.append(f"| {name} | {_ms(fig, 'p50_ms')} | {_ms(fig, 'p90_ms')} | {ratio} |")
+        ph = fig.get("phases_p50_ms", {})
+        rows.append(f"| {name} | {_ms(fig, 'p50_ms')} | {_ms(fig, 'p90_ms')} | {ratio} | {_ms(ph, 'create')} | "
+                    f"{_ms(ph, 'start')} | {_ms(ph, 'wait')} | {_ms(ph, 'remove')} |")
+    if rt.get("missing"):
+        rows += ["", f"Not registered with the engine when measured (not measured): {', '.join(rt['missing'])}."]
     return "\n".join(rows)
 
 
