@@ -147,11 +147,11 @@ def render(text: str) -> tuple[str, list[str]]:
         data = _load(file)
         if data is None or (key and key not in data):
             continue
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n)(?:.*?\n)?(<!-- /bench:{name} -->)", re.S)
         if not pattern.search(text):
             continue
         body = fn(data)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
         done.append(name)
     return text, done
 
