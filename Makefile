@@ -20,7 +20,7 @@ PODMAN_TESTS ?= tests/integration/test_engine_compat.py \
 	tests/integration/test_egress.py::test_allowlisted_hosts_answer_and_everything_else_is_refused \
 	tests/integration/test_egress.py::test_connection_and_byte_limits_hold
 
-.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench clean \
+.PHONY: help run test lint unit integration security security-doc engine engine-runsc image venv bench bench-compare clean \
 	cluster cluster-down test-cluster test-podman test-podman-ci test-compat-docker compat-doc engine-podman
 
 help:
@@ -42,7 +42,8 @@ help:
 	@echo "make lint    - ruff and mypy (settings in pyproject.toml); make test runs it first"
 	@echo "make unit    - unit tests only (no Docker needed)"
 	@echo "make integration - real-container tests (tests/integration); PYTEST_ARGS=... passes options"
-	@echo "make bench   - benchmarks: print figures and write bench/results/*.json"
+	@echo "make bench   - benchmarks: print figures, write bench/results/*.json, regenerate docs/PERFORMANCE.md"
+	@echo "make bench-compare - each figure of bench/results against the last committed ones (>10% worse flagged)"
 	@echo "make cluster - a local 3-node Docker Swarm of dockerd-in-a-container nodes (scripts/cluster.sh)"
 	@echo "make cluster-down - remove every trace of it"
 	@echo "make test-cluster - cluster up, tests/cluster, cluster down (also on failure)"
@@ -122,6 +123,12 @@ bench: engine image
 	$(TAGGED) $(PY) bench/perf_bench.py
 	$(TAGGED) $(PY) bench/supervisor_bench.py
 	$(TAGGED) $(PY) bench/hostile_bench.py
+	$(TAGGED) $(PY) bench/runtime_bench.py
+	$(PY) bench/render_doc.py
+	$(PY) bench/compare.py
+
+bench-compare: venv
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache

@@ -1,9 +1,14 @@
-"""Latency and throughput of dad-sandbox beside raw Docker (issue 6). A benchmark, not a test.
+"""Latency and throughput of dad-sandbox beside raw Docker (issues 6 and 13). A benchmark, not a test.
 
     .venv/bin/python bench/perf_bench.py [--runs 30] [--quick]
 
 Same image, same command (`true`), measurements alternated within one process so drift hits all
-of them alike. Prints a table and writes bench/results/perf.json.
+of them alike. Prints a table and writes bench/results/perf.json (compare it with the committed
+one: bench/compare.py).
+
+`dad_cli_exec_auto` is `dad-sandbox exec` as a new user types it: nothing started beforehand, so
+its first call starts the resident supervisor (timed apart as `first_exec_ms`) and the later calls
+go through it. Its socket is private to this benchmark and the server is stopped at the end.
 """
 
 from __future__ import annotations
@@ -45,6 +50,53 @@ def summary(values: list[float]) -> dict[str, float]:
             "p99_ms": round(pct(values, 99) * 1000, 1), "mean_ms": round(statistics.mean(values) * 1000, 1)}
 
 
+def _engine_pids() -> list[int]:
+    """dockerd (from its pid file) and its children (containerd). Shims and runc are not counted:
+    they are reparented to init and their CPU time is lost when they exit."""
+    try:
+        dockerd = int(Path("/var/run/docker.pid").read_text().strip())
+    except (OSError, ValueError):
+        return []
+    pids = [dockerd]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == dockerd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def engine_cpu_seconds() -> float:
+    """CPU seconds used so far by the engine's long-lived processes (user + system)."""
+    total = 0
+    for pid in _engine_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures came from (docs/PERFORMANCE.md names it from this)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.machine())
+    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal:")), 0)
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem / 2**20, 1),
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def machine_load() -> dict[str, Any]:
+    """What else the machine was doing (other users of the shared engine show up here)."""
+    load = os.getloadavg()
+    return {"loadavg_1m": round(load[0], 2), "loadavg_5m": round(load[1], 2)}
+
+
 class Bench:
     def __init__(self, project: Path) -> None:
         self.project = project
@@ -81,23 +133,30 @@ class Bench:
 
     def dad_cli(self) -> float:
         t = time.perf_counter()
-        subprocess.run([*DAD_CLI, "exec", "--json", "--", *CMD], cwd=self.project, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*DAD_CLI, "exec", "--json", "--no-server", "--", *CMD], cwd=self.project, check=True,
+                       stdout=subprocess.DEVNULL)
         return time.perf_counter() - t
 
-    def dad_cli_served(self) -> float:
+    def dad_cli_auto(self) -> float:
         t = time.perf_counter()
         subprocess.run([*DAD_CLI, "exec", "--json", "--", *CMD], cwd=self.project, check=True, stdout=subprocess.DEVNULL,
-                       env=self.served_env)
+                       stderr=subprocess.DEVNULL, env=self.auto_env)
         return time.perf_counter() - t
 
-    def start_server(self) -> subprocess.Popen[bytes]:
-        sock = self.project / ".bench-sock" / "supervisor.sock"
-        self.served_env = {**os.environ, "DAD_SANDBOX_SOCKET": str(sock)}
-        proc = subprocess.Popen([*DAD_CLI, "serve", "--warm-pool", "untrusted=2"], cwd=self.project, env=self.served_env,
-                                stdout=subprocess.DEVNULL)
-        while not sock.exists():
-            time.sleep(0.05)
-        return proc
+    def first_auto_exec(self) -> dict[str, float]:
+        """The very first exec (it starts the server), and how long until the server listens."""
+        self.auto_sock = self.project / ".bench-auto" / "sv.sock"
+        self.auto_env = {k: v for k, v in os.environ.items() if k not in ("DAD_SANDBOX_AUTOSTART", "DAD_SANDBOX_NO_SERVER")}
+        self.auto_env["DAD_SANDBOX_SOCKET"] = str(self.auto_sock)
+        t = time.perf_counter()
+        first = self.dad_cli_auto()
+        while not self.auto_sock.exists() and time.perf_counter() - t < 120:
+            time.sleep(0.02)
+        return {"first_exec_ms": round(first * 1000, 1), "server_listening_after_s": round(time.perf_counter() - t, 2)}
+
+    def stop_auto(self) -> None:
+        subprocess.run([*DAD_CLI, "serve", "--stop"], cwd=self.project, env=self.auto_env, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def alternate(self, fns: dict[str, Callable[[], float]], runs: int) -> dict[str, list[float]]:
         for fn in fns.values():  # warm up caches, image layers, imports
@@ -124,26 +183,34 @@ class Bench:
         return self.loop.run_until_complete(go())
 
     # ---- throughput
-    def throughput(self, concurrency: int, runs: int, *, warm: bool) -> float:
-        async def go() -> float:
+    def throughput(self, concurrency: int, runs: int, *, warm: bool) -> dict[str, Any]:
+        """Runs/s of ``runs`` submitted at once; engine CPU per run; for the warm pool, dispatch latency."""
+        async def go() -> dict[str, Any]:
             pool = {"untrusted": concurrency} if warm else None
             async with Supervisor(project_root=self.project, max_parallel=concurrency, warm_pool=pool,
                                   recover_on_start=False) as sup:
                 if warm:
                     await sup.pool_ready()
-                t = time.perf_counter()
+                cpu, t = engine_cpu_seconds(), time.perf_counter()
                 handles = [sup.submit(CMD) for _ in range(runs)]
                 results = await asyncio.gather(*(h.wait() for h in handles))
+                wall, cpu = time.perf_counter() - t, engine_cpu_seconds() - cpu
                 assert all(r.ok for r in results)
-                return runs / (time.perf_counter() - t)
+                out = {"runs_per_s": round(runs / wall, 2), "engine_cpu_ms_per_run": round(cpu / runs * 1000, 1)}
+                if warm:
+                    dispatch = [r.metadata.dispatch_seconds for r in results if r.metadata.dispatch_seconds is not None]
+                    out["dispatch"] = summary(dispatch) if dispatch else None
+                    out["warm_share"] = round(len(dispatch) / runs, 2)
+                return out
         return self.loop.run_until_complete(go())
 
-    def docker_throughput(self, concurrency: int, runs: int) -> float:
+    def docker_throughput(self, concurrency: int, runs: int) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
-        t = time.perf_counter()
+        cpu, t = engine_cpu_seconds(), time.perf_counter()
         with ThreadPoolExecutor(concurrency) as ex:
             list(ex.map(lambda _: self.docker_sdk(), range(runs)))
-        return runs / (time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - t, engine_cpu_seconds() - cpu
+        return {"runs_per_s": round(runs / wall, 2), "engine_cpu_ms_per_run": round(cpu / runs * 1000, 1)}
 
     # ---- deadline precision
     def deadline_precision(self, runs: int) -> dict[str, float]:
@@ -192,42 +259,43 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="dad-bench-")
     bench = Bench(Path(tmp))
     info = bench.api.info()
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "kernel": platform.release(), "engine": bench.api.version().get("Version"),
+    out: dict[str, Any] = {"machine": {**machine(), "engine": bench.api.version().get("Version"),
                                        "storage": info.get("Driver"), "cgroup": info.get("CgroupVersion"),
-                                       "dad_sandbox": __version__, "image": IMAGE}}
+                                       "runtime": info.get("DefaultRuntime"), "dad_sandbox": __version__, "image": IMAGE}}
+    out["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out["load_before"] = machine_load()
     parts = set(args.only or ["cold", "warm", "throughput", "deadline", "scaling"])
     if "cold" in parts:
         print(f"cold path: {runs} runs each, alternating ...", file=sys.stderr)
-        server = bench.start_server()
+        out["first_exec"] = bench.first_auto_exec()
         try:
             cold = bench.alternate({"docker_cli": bench.docker_cli, "docker_sdk": bench.docker_sdk,
-                                    "dad_run_command": bench.dad_cold, "dad_cli_exec": bench.dad_cli,
-                                    "dad_cli_exec_served": bench.dad_cli_served}, runs)
+                                    "dad_run_command": bench.dad_cold, "dad_cli_exec_no_server": bench.dad_cli,
+                                    "dad_cli_exec_auto": bench.dad_cli_auto}, runs)
         finally:
-            server.terminate()
-            server.wait()
+            bench.stop_auto()
         out["cold"] = {k: summary(v) for k, v in cold.items()}
         med = {k: statistics.median(v) for k, v in cold.items()}
         out["ratios"] = {"run_command_vs_sdk": round(med["dad_run_command"] / med["docker_sdk"], 3),
-                         "cli_exec_vs_docker_run": round(med["dad_cli_exec"] / med["docker_cli"], 3),
-                         "cli_exec_served_vs_docker_run": round(med["dad_cli_exec_served"] / med["docker_cli"], 3)}
+                         "cli_exec_auto_vs_docker_run": round(med["dad_cli_exec_auto"] / med["docker_cli"], 3),
+                         "cli_exec_no_server_vs_docker_run": round(med["dad_cli_exec_no_server"] / med["docker_cli"], 3)}
     if "warm" in parts:
         print("warm pool ...", file=sys.stderr)
         out["warm_pool"] = bench.warm_pool(runs)
     if "throughput" in parts:
         print("throughput ...", file=sys.stderr)
         n = 40 if args.quick else 200
-        out["throughput_runs_per_s"] = {
-            str(c): {"docker_sdk": round(bench.docker_throughput(c, n), 2),
-                     "dad_cold": round(bench.throughput(c, n, warm=False), 2),
-                     "dad_warm": round(bench.throughput(c, n, warm=True), 2)} for c in (1, 4, 8, 16)}
+        out["throughput"] = {
+            str(c): {"docker_sdk": bench.docker_throughput(c, n),
+                     "dad_cold": bench.throughput(c, n, warm=False),
+                     "dad_warm": bench.throughput(c, n, warm=True)} for c in (1, 4, 8, 16)}
     if "deadline" in parts:
         print("deadline precision ...", file=sys.stderr)
         out["deadline_late"] = bench.deadline_precision(5 if args.quick else 30)
     if "scaling" in parts:
         print("scaling ...", file=sys.stderr)
         out["scaling"] = bench.scaling([1, 10] if args.quick else [1, 10, 25, 50, 100])
+    out["load_after"] = machine_load()
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     name = "perf.json" if not args.only else f"perf-{'-'.join(sorted(parts))}.json"

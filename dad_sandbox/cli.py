@@ -135,7 +135,18 @@ _inputs_opt = click.option("--inputs", "inputs_file", type=click.Path(dir_okay=F
 @click.group(cls=ErrorHandlingGroup, help=f"dad-sandbox {__version__}: run DAD agents and commands, each in its own container.\n\n{EXIT_HELP}")
 @click.version_option(__version__, prog_name="dad-sandbox")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the supervisor does (to stderr).")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    ctx.obj = {"verbose": verbose}
+    if ctx.invoked_subcommand == "exec":
+        # exec first tries the resident supervisor: a thin client that needs neither asyncio nor
+        # structlog (~65 ms of imports). It sets them up only if it supervises the run itself.
+        _light_signals()
+        return
+    _setup(verbose)
+
+
+def _setup(verbose: bool) -> None:
     from dad_sandbox import _signals
     from dad_sandbox._logging import configure_logging
 
@@ -143,20 +154,38 @@ def main(verbose: bool) -> None:
     configure_logging(level="debug" if verbose else "error")
 
 
+def _light_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP end a thin client as Ctrl-C does, whatever was inherited (an
+    ignored SIGINT included): it then closes its socket, and the server cancels the run."""
+    import signal
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
+
+
 # ---------------------------------------------------------------------------- running
 
 
-@main.command("exec", help=f"Run ARGV as one run in a fresh container.\n\n{EXIT_HELP}")
+@main.command("exec", help="Run ARGV as one run in a fresh container.\n\n"
+                            "The first exec in a project starts a resident supervisor in the background (it says so "
+                            "on stderr) that later execs go through, and that ends after 10 idle minutes; "
+                            "DAD_SANDBOX_AUTOSTART=0 (or --no-server) opts out. See 'dad-sandbox serve'."
+                            f"\n\n{EXIT_HELP}")
 @_policy_opt
 @_timeout_opt
 @_run_root_opt
 @_json_opt
 @_prefix_opt
+@click.option("--no-server", is_flag=True, help="Supervise the run from this process; neither use nor start a resident supervisor.")
 @click.argument("argv", nargs=-1, required=True)
 def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json: bool, run_id_prefix: str | None,
-             argv: tuple[str, ...]) -> None:
-    if run_root is None and os.environ.get("DAD_SANDBOX_NO_SERVER") != "1":
+             no_server: bool, argv: tuple[str, ...]) -> None:
+    if run_root is None and not no_server and os.environ.get("DAD_SANDBOX_NO_SERVER") != "1":
         _served_exec(list(argv), policy, timeout, run_id_prefix, as_json)  # returns only if no server serves it
+    _setup(bool((click.get_current_context().find_root().obj or {}).get("verbose")))
     from dad_sandbox._progress import Progress
     from dad_sandbox.sync import exec_command
 
@@ -167,26 +196,50 @@ def exec_cmd(policy: str, timeout: float | None, run_root: Path | None, as_json:
 
 
 def _served_exec(argv: list[str], policy: str, timeout: float | None, prefix: str | None, as_json: bool) -> None:
-    """Run through a resident ``dad-sandbox serve`` for this project, if one listens; exits when done."""
-    from dad_sandbox._resident_client import NoResidentServer, served_exec
+    """Run through a resident supervisor for this project, if one listens; exits when done.
+
+    If none listens, start one for the next exec (unless opted out) and return: this run is
+    supervised from this process meanwhile, so the first exec waits for no server start-up.
+    """
+    from dad_sandbox._resident_client import NoResidentServer, default_socket_path, served_exec
 
     policy_ref = str(Path(policy).resolve()) if ("/" in policy or policy.endswith(".toml")) else policy
     request = {"argv": argv, "policy": policy_ref, "timeout": timeout, "prefix": prefix, "project_root": str(Path.cwd())}
+    socket_path = default_socket_path(Path.cwd())
     run_id = None
     try:
-        for answer in served_exec(request):
+        for answer in served_exec(request, socket_path=socket_path):
             if "run_id" in answer:
                 run_id = answer["run_id"]
             elif "result" in answer:
                 _finish(answer["result"], as_json, show_output=True)
-    except NoResidentServer:
+    except NoResidentServer as exc:
         if run_id is None:
+            if not exc.listening:
+                _autostart(socket_path)
             return
         raise
     except KeyboardInterrupt:  # the server cancels the run when we go away
         click.echo(f"\ncancelled run {run_id}", err=True)
         sys.exit(EXIT_CODES["cancelled"])
     raise SandboxError(f"the supervisor ended the connection before run {run_id} finished; see 'dad-sandbox runs show {run_id}'")
+
+
+def _autostart(socket_path: Path) -> None:
+    """Start a resident supervisor for this project on first use, and say so once (on stderr)."""
+    from dad_sandbox._resident_client import autostart, autostart_enabled, idle_seconds
+
+    if not autostart_enabled():
+        return
+    try:
+        pid = autostart(Path.cwd(), socket_path)
+    except Exception as exc:  # a server is an optimisation: the run goes on without one
+        click.echo(f"dad-sandbox: could not start a resident supervisor ({exc}); running without one", err=True)
+        return
+    if pid is not None:
+        click.echo(f"dad-sandbox: started a resident supervisor for {Path.cwd()} (pid {pid}) so the next exec "
+                   f"starts faster; it ends after {idle_seconds() / 60:g} idle minutes. Stop it: "
+                   "'dad-sandbox serve --stop'; never start one: DAD_SANDBOX_AUTOSTART=0", err=True)
 
 
 def _run_component(reference: str, *, as_json: bool, **kwargs: Any) -> None:
@@ -284,20 +337,33 @@ def replay_cmd(run_id: str, image: str | None, run_root: Path | None, as_json: b
 
 
 @main.command("serve", help="Keep a supervisor (with a warm pool) running for this project; "
-                            "'dad-sandbox exec' then runs through it instead of starting cold.")
+                            "'dad-sandbox exec' then runs through it instead of starting cold. "
+                            "--status shows the one serving this project, --stop ends it.")
 @click.option("--warm-pool", "pools", multiple=True, metavar="POLICY=SIZE", default=["untrusted=2"], show_default=True,
               help="Containers kept started ahead, per policy (repeatable; SIZE 0 for none).")
 @click.option("--max-parallel", type=int, default=8, show_default=True)
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Unix socket [default: $DAD_SANDBOX_SOCKET or /tmp/dad-sandbox-<uid>/supervisor.sock].")
+              help="Unix socket [default: $DAD_SANDBOX_SOCKET or this project's socket in /tmp/dad-sandbox-<uid>].")
+@click.option("--idle-timeout", type=float, metavar="SECONDS", help="End after this long with no run [default: never].")
+@click.option("--status", "show_status", is_flag=True, help="Print the serving supervisor's state (JSON) and exit; 1 if none.")
+@click.option("--stop", "stop", is_flag=True, help="Stop the serving supervisor (its runs are cancelled); 0 also if none.")
+@click.option("--lock-fd", type=int, hidden=True, help="The socket's lock, already held (passed by exec's auto-start).")
 @_run_root_opt
-def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | None, run_root: Path | None) -> None:
+def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | None, idle_timeout: float | None,
+              show_status: bool, stop: bool, lock_fd: int | None, run_root: Path | None) -> None:
     import asyncio
 
+    from dad_sandbox._resident_client import default_socket_path
+
+    path = socket_path or default_socket_path(Path.cwd())
+    if show_status or stop:
+        _serve_control(path, stop=stop)
+        return
     if max_parallel < 1:
         raise SandboxError(f"--max-parallel {max_parallel}: give at least 1 (runs at the same time)", kind="invalid_argument")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise SandboxError(f"--idle-timeout {idle_timeout:g}: give a positive number of seconds", kind="invalid_argument")
 
-    from dad_sandbox._resident_client import default_socket_path
     from dad_sandbox.sandbox import Supervisor
     from dad_sandbox.sandbox._resident_server import ResidentServer
 
@@ -310,7 +376,27 @@ def serve_cmd(pools: tuple[str, ...], max_parallel: int, socket_path: Path | Non
             warm[name] = int(size)
     supervisor = Supervisor(project_root=Path.cwd(), run_root=_run_root(run_root), max_parallel=max_parallel,
                             warm_pool=warm)
-    asyncio.run(ResidentServer(supervisor, socket_path or default_socket_path()).serve_forever())
+    asyncio.run(ResidentServer(supervisor, path, idle_timeout=idle_timeout, lock_fd=lock_fd).serve_forever())
+
+
+def _serve_control(path: Path, *, stop: bool) -> None:
+    """``serve --status`` / ``serve --stop``: ask the server on ``path``; for --stop, wait until it is gone."""
+    from dad_sandbox._resident_client import NoResidentServer, control
+
+    try:
+        answer = control("stop" if stop else "status", socket_path=path)
+    except NoResidentServer:
+        click.echo(f"no dad-sandbox supervisor serves on {path}", err=True)
+        sys.exit(0 if stop else 1)
+    if not stop:
+        _echo_json(answer)
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and os.path.lexists(path):
+        time.sleep(0.05)  # it removes its socket last, after its runs and warm pool are cleaned up
+    if os.path.lexists(path):
+        raise SandboxError(f"the supervisor (pid {answer.get('pid')}) did not stop within 60 s; it ends on SIGTERM")
+    click.echo(f"stopped the dad-sandbox supervisor (pid {answer.get('pid')}) on {path}", err=True)
 
 
 @main.group("runs", help="Inspect runs: ls, show, logs, trace, diff, export-otlp.")

@@ -9,7 +9,8 @@
 #   DAD_ENGINE_LOG        dockerd log file (default: /var/log/dad-sandbox-dockerd.log)
 #   DAD_ENGINE_WAIT       seconds to wait for dockerd to answer (default: 60)
 #   DAD_ENGINE_EXTRA_ARGS extra dockerd arguments
-#   RUNTIME               runc (default) or runsc: also install gVisor and register it with our dockerd
+#   RUNTIME               runc (default), runsc or crun: also install gVisor (or crun) and register it with
+#                         our dockerd; every one of the two found installed is registered
 set -euo pipefail
 
 log() { printf 'engine: %s\n' "$*" >&2; }
@@ -32,9 +33,10 @@ if docker info >/dev/null 2>&1; then
   fi
   if ! ours; then
     die "the running Docker engine has no '$runtime' runtime and was not started by this script, so it
-       is left alone. Install gVisor (Debian: apt-get install runsc) and add to /etc/docker/daemon.json:
+       is left alone. Install it (Debian: apt-get install $runtime) and add to /etc/docker/daemon.json:
        {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\",
-        \"runtimeArgs\": [\"--network=none\", \"--platform=ptrace\", \"--host-uds=open\"]}}}
+        \"runtimeArgs\": [\"--network=none\", \"--platform=ptrace\", \"--host-uds=open\"]},
+        \"crun\": {\"path\": \"/usr/bin/crun\"}}}
        then restart Docker."
   fi
   log "restarting our dockerd to register the '$runtime' runtime"
@@ -60,19 +62,27 @@ if ! command -v dockerd >/dev/null 2>&1; then
   log "installed $(dockerd --version)"
 fi
 
-if [ "$runtime" = runsc ] && ! command -v runsc >/dev/null 2>&1; then
-  log "installing Debian's runsc (gVisor)"
+if { [ "$runtime" = runsc ] || [ "$runtime" = crun ]; } && ! command -v "$runtime" >/dev/null 2>&1; then
+  log "installing Debian's $runtime"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq runsc >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq runsc >/dev/null; }
+  apt-get install -y -qq "$runtime" >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq "$runtime" >/dev/null; }
 fi
 # Our daemon's own config file (never /etc/docker/daemon.json). gVisor works here only with
 # --network=none and the ptrace platform (measured), so those are its runtime arguments.
 # --host-uds=open lets a run connect to a unix socket bind-mounted into it (never create one):
 # the egress proxy of network = "allowlist" is reached that way; runc allows the same by default.
 mkdir -p "$(dirname "$config")"
+# crun needs no arguments: it reads the same OCI spec as runc.
+entries=()
 if command -v runsc >/dev/null 2>&1; then
-  printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none", "--platform=ptrace", "--host-uds=open"]}}}\n' \
-    "$(command -v runsc)" > "$config"
+  entries+=("$(printf '"runsc": {"path": "%s", "runtimeArgs": ["--network=none", "--platform=ptrace", "--host-uds=open"]}' \
+    "$(command -v runsc)")")
+fi
+if command -v crun >/dev/null 2>&1; then
+  entries+=("$(printf '"crun": {"path": "%s"}' "$(command -v crun)")")
+fi
+if [ ${#entries[@]} -gt 0 ]; then
+  (IFS=,; printf '{"runtimes": {%s}}\n' "${entries[*]}") > "$config"
 else
   echo '{}' > "$config"
 fi

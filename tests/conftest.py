@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# `dad-sandbox exec` starts a resident supervisor on first use; a test's CLI must leave none behind,
+# so no test starts one unless it asks for it (tests/integration/test_autostart.py, with a per-test socket).
+os.environ["DAD_SANDBOX_AUTOSTART"] = "0"
 
 COMPONENTS = textwrap.dedent(
     '''
