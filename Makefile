@@ -153,4 +153,5 @@ test-cluster: image
 # too (tests/remote, ~30 s once the node image exists; building it takes ~100 s the first time).
 .PHONY: test-remote
 test-remote: image
-	$(TAGGED) $(PY) -m pytest tests/remote $(PYTEST_ARGS)
+	@mkdir -p build/compat
+	$(TAGGED) $(PY) -m pytest tests/remote --junitxml=build/compat/remote.xml $(PYTEST_ARGS)
