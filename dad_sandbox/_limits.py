@@ -117,3 +117,36 @@ EVENTS_MAX_BYTES = 8 << 20
 
 #: Characters of one string value kept in a validated record. (_hostile)
 MAX_STRING_CHARS = 64 << 10
+
+# ---------------------------------------------------------------- copy mode (engines that do not see the host's files)
+
+#: The project is copied whole into every copy-mode run; past this it is refused with a clear
+#: message (bind it through an engine that sees it instead). (_remote_rundir)
+COPY_MAX_PROJECT_BYTES = 512 << 20
+
+#: A re-run's previous run dir is copied in too; it holds what a run wrote, so it is bounded as
+#: well (a bind-mode run may leave a sparse file far larger than the disk blocks its quota counted). (_remote_rundir)
+COPY_MAX_PREVIOUS_RUN_BYTES = 1 << 30
+
+#: Copy-out bytes when the policy's disk quota says "unlimited": the host still never takes more. (_remote_rundir)
+COPY_UNLIMITED_BYTES = 16 << 30
+
+#: Copy-out entries when the policy's max_files says "unlimited". (_remote_rundir)
+COPY_UNLIMITED_ENTRIES = 1_000_000
+
+#: Wall-clock budget of one copy-out; a stalled or dripping engine cannot hold finalization. (_remote_rundir)
+COPY_OUT_BUDGET_SECONDS = 120.0
+
+# ---------------------------------------------------------------- Swarm engine and the resident server
+
+#: How often the Swarm engine's one poller reads all watched tasks and the nodes (two calls per
+#: round): node loss is noticed within about a heartbeat plus this. (_swarm)
+SWARM_POLL_INTERVAL = 0.25
+
+#: How long the Swarm engine's kill waits for the task to leave ``running``. (_swarm)
+SWARM_KILL_SETTLE_SECONDS = 15.0
+
+#: Idle time after which an auto-started ``serve`` ends, as build servers do, so nothing lingers;
+#: ``DAD_SANDBOX_SERVER_IDLE`` overrides it. (_resident_client)
+SERVER_AUTO_IDLE_SECONDS = 600.0
+

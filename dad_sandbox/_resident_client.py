@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-#: Idle time after which an auto-started server ends (seconds); ``DAD_SANDBOX_SERVER_IDLE`` overrides it.
-AUTO_IDLE_SECONDS = 600.0
+from dad_sandbox._limits import SERVER_AUTO_IDLE_SECONDS as AUTO_IDLE_SECONDS
+
 #: The warm pool an auto-started server keeps (the default ``exec`` policy).
 AUTO_WARM_POOL = "untrusted=2"
 #: Environment that changes what a server does: a server started under other values is another server.

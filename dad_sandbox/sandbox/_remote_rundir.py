@@ -37,6 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from dad_sandbox._limits import COPY_MAX_PREVIOUS_RUN_BYTES as MAX_PREVIOUS_RUN_BYTES
+from dad_sandbox._limits import COPY_MAX_PROJECT_BYTES as MAX_PROJECT_BYTES
+from dad_sandbox._limits import COPY_OUT_BUDGET_SECONDS
+from dad_sandbox._limits import COPY_UNLIMITED_BYTES as UNLIMITED_BYTES
+from dad_sandbox._limits import COPY_UNLIMITED_ENTRIES as UNLIMITED_ENTRIES
 from dad_sandbox._logging import get_logger
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import DadSandboxError, RunSetupError
@@ -57,15 +62,6 @@ VOLUME_ROLE = "dad.volume"
 #: Labels the loader container carries instead of ``dad.run_id`` (it is no run's container).
 LOADER_LABEL = "dad.loader"
 _LOAD_ROOT = "/dad-load"
-#: The project is copied whole for every run; past this it is refused with a clear message.
-MAX_PROJECT_BYTES = 512 << 20
-#: A re-run's previous run dir is copied in too; it holds what a run wrote, so it is bounded as well
-#: (a bind-mode run may leave a sparse file far larger than the disk blocks its quota counted).
-MAX_PREVIOUS_RUN_BYTES = 1 << 30
-#: Copy-out bounds when the policy says "unlimited".
-UNLIMITED_BYTES = 16 << 30
-UNLIMITED_ENTRIES = 1_000_000
-COPY_OUT_BUDGET_SECONDS = 120.0
 #: How long after the reader's budget the engine cuts a stream that is still open.
 _CUT_GRACE_SECONDS = 5.0
 

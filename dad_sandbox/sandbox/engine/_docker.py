@@ -92,6 +92,18 @@ async def run_in_daemon_thread(fn: Callable[[], T], *, name: str) -> T:
     return await future
 
 
+async def run_output_pump(pump: Callable[[], None], opened: list[Any], *, name: str) -> None:
+    """Run a blocking output pump in a daemon thread; if the caller is cancelled, close the streams
+    the pump ``opened`` so its thread ends too (a stream the engine never ends must not outlive it)."""
+    try:
+        await run_in_daemon_thread(pump, name=name)
+    except asyncio.CancelledError:
+        for stream in opened:
+            with contextlib.suppress(Exception):
+                stream.close()
+        raise
+
+
 _retry_transient = retry(
     retry=retry_if_exception(is_transient),
     stop=stop_after_attempt(4),
@@ -407,13 +419,7 @@ class DockerEngine(Engine):
             finally:
                 client.close()
 
-        try:
-            await run_in_daemon_thread(pump, name=f"dad-output-{container_id[:12]}")
-        except asyncio.CancelledError:
-            for frames in streams:
-                with contextlib.suppress(Exception):
-                    frames.close()
-            raise
+        await run_output_pump(pump, streams, name=f"dad-output-{container_id[:12]}")
 
     async def open_stdin(self, container_id: str) -> StdinHandle:
         def attach() -> _DockerStdin:

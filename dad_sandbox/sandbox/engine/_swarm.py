@@ -24,7 +24,6 @@ Why these choices (measured on Engine 20.10 / API 1.41, docs/SCALING.md):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -40,6 +39,8 @@ import docker
 import docker.errors
 from docker.utils import kwargs_from_env
 
+from dad_sandbox._limits import SWARM_KILL_SETTLE_SECONDS as KILL_SETTLE_SECONDS
+from dad_sandbox._limits import SWARM_POLL_INTERVAL as POLL_INTERVAL
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, EngineError, EngineUnavailable
 from dad_sandbox.sandbox.engine._base import (
@@ -58,6 +59,7 @@ from dad_sandbox.sandbox.engine._docker import (
     _retry_transient,
     run_blocking,
     run_in_daemon_thread,
+    run_output_pump,
 )
 from dad_sandbox.sandbox.engine._errors import map_docker_errors
 
@@ -65,12 +67,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 SERVICE_PREFIX = "dad-run-"
-#: How often the engine's one poller reads all watched tasks and the nodes (two calls per round).
-POLL_INTERVAL = 0.25
 #: The node keeps at most this much of a task's output (json-file, one file): the sink keeps less.
 LOG_MAX_SIZE = "32m"
-#: How long :meth:`SwarmEngine.kill` waits for the task to leave ``running``.
-KILL_SETTLE_SECONDS = 15.0
 #: Exit code :meth:`SwarmEngine.wait` returns for a run whose node was lost (there is no real one).
 NODE_LOST_EXIT = -1
 
@@ -611,13 +609,7 @@ class SwarmEngine(Engine):
                 finally:
                     response.close()
 
-        try:
-            await run_in_daemon_thread(pump, name=f"dad-swarm-logs-{container_id}")
-        except asyncio.CancelledError:
-            for response in responses:
-                with contextlib.suppress(Exception):
-                    response.close()
-            raise
+        await run_output_pump(pump, responses, name=f"dad-swarm-logs-{container_id}")
 
     async def stats(self, container_id: str) -> dict[str, Any] | None:
         """None: the manager does not relay a task's resource use (no peak memory on Swarm)."""
