@@ -125,6 +125,8 @@ def runtimes(rt: dict[str, Any]) -> str:
                     f"{_ms(ph, 'start')} | {_ms(ph, 'wait')} | {_ms(ph, 'remove')} |")
     if rt.get("missing"):
         rows += ["", f"Not registered with the engine when measured (not measured): {', '.join(rt['missing'])}."]
+    for name, why in (rt.get("unusable") or {}).items():
+        rows += ["", f"Registered but unusable here (not measured): {name}: \"{why}\"."]
     return "\n".join(rows)
 
 

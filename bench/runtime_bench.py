@@ -67,9 +67,16 @@ def main() -> None:
                                        "engine": api.version().get("Version"), "image": IMAGE},
                            "load_before": {"loadavg_1m": round(os.getloadavg()[0], 2)},
                            "missing": [r for r in RUNTIMES if r not in registered]}
+    # A runtime the engine knows may still refuse to run anything here (crun 1.8 and cgroup hybrid
+    # mode, measured): report the engine's words and leave it out, rather than stop the benchmark.
+    out["unusable"] = {}
+    for r in list(present):
+        try:
+            one(api, r)  # warm-up
+        except docker.errors.APIError as exc:
+            out["unusable"][r] = str(exc.explanation or exc)[:300]
+            present.remove(r)
     samples: dict[str, list[dict[str, float]]] = {r: [] for r in present}
-    for r in present:
-        one(api, r)  # warm-up
     for i in range(args.runs):
         print(f"round {i + 1}/{args.runs}", file=sys.stderr)
         for r in present:
