@@ -44,7 +44,11 @@ def test_memory_bomb(project, host, runtime, record_result) -> None:
 def test_memory_bomb_in_child(project, host, runtime, record_result) -> None:
     """A child OOM-killed while PID 1 survives and exits 0 is still reported (oom:child)."""
     code = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'x = bytearray(4 << 30)'])\n"
-    expect = {("oom_killed", "oom:child")} if runtime == "runc" else {("oom_killed", "oom:child"), ("oom_killed", "oom"), ("completed", None)}
+    # Under gVisor the kernel's OOM killer sees the sandbox's own processes, not the run's: it may
+    # kill the Sentry (the whole run dies by SIGKILL, measured 1 in 3) or gVisor may kill only the
+    # child inside (PID 1 then exits 0 and the engine may not flag OOM): each was seen here.
+    expect = ({("oom_killed", "oom:child")} if runtime == "runc" else
+              {("oom_killed", "oom:child"), ("oom_killed", "oom"), ("crashed", "signal:SIGKILL"), ("completed", None)})
     attack("memory-bomb-child", project, host, runtime, py(code), expect=expect, record=record_result,
            defends="memory limit; OOMKilled read before removal", memory="128m")
 
