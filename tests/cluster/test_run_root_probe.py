@@ -8,6 +8,7 @@ host is in none of them, so every node must be reported failing and a run there 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -100,3 +101,31 @@ def test_doctor_reports_each_node(cluster: Cluster, workdir: Path, unshared: Pat
     bad = doctor(unshared)
     assert len(bad) == len(cluster.nodes) and not any(c["ok"] for c in bad.values()), bad
     assert all(f"mount the shared storage at {unshared}" in c["fix"] for c in bad.values()), bad
+
+
+def test_gc_removes_a_dead_supervisors_probe_service(engine: SwarmEngine, workdir: Path) -> None:
+    """A probe service whose supervisor died (labels name a finished process) is removed by gc."""
+    from dad_sandbox import Supervisor
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    root = workdir / "runs"
+    root.mkdir()
+    host = os.uname().nodename
+    labels = {PROBE_LABEL: "1", "dad.run_dir": str(root / ".dad-probe-left"), "dad.supervisor": f"{host}:{child.pid}",
+              "dad.supervisor.host": host, "dad.supervisor.pid": str(child.pid), "dad.supervisor.start": ""}
+    sid = engine.api.create_service(
+        name=f"dad-probe-left-{uuid.uuid4().hex[:8]}", labels=labels, mode={"Replicated": {"Replicas": 0}},
+        task_template={"ContainerSpec": {"Image": IMAGE, "Args": ["true"], "Labels": labels}},
+    )["ID"]
+    try:
+        async def gc():
+            async with Supervisor(engine=engine, project_root=workdir / "project", run_root=root) as sup:
+                return await sup.gc()
+
+        found = asyncio.run(gc())
+        assert [o.container_id for o in found if o.container_id.startswith("dad-probe-left-")], found
+        assert sid not in {s["ID"] for s in engine.api.services(filters={"label": PROBE_LABEL})}
+    finally:
+        with contextlib.suppress(Exception):
+            engine.api.remove_service(sid)

@@ -673,6 +673,10 @@ class SwarmEngine(Engine):
 
         return await self._call(f"listing run services labelled {selector}", listing)
 
+    async def list_volumes(self, label: str) -> list[dict[str, Any]]:
+        """None: runs on Swarm make no volumes (said, so `gc` still sweeps a dead supervisor's probes)."""
+        return []
+
     # A service's task has no attach or exec through the manager's API: warm pools (stdin) and
     # sessions (exec) are refused on Swarm, as the README's engine section says.
     async def open_stdin(self, container_id: str) -> StdinHandle:

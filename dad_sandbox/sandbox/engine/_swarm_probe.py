@@ -80,7 +80,9 @@ def probe_run_root(api: docker.APIClient, run_root: Path, image: str, *, placeme
         token_file = folder / "token"
         token_file.write_text(token)
         token_file.chmod(0o644)
-        labels = {PROBE_LABEL: "1", _labels.VERSION: __version__, **_labels.supervisor_identity()}
+        # the run-dir label lets `dad-sandbox gc` (sweep_leftovers) find a dead supervisor's probe under a run root
+        labels = {PROBE_LABEL: "1", _labels.VERSION: __version__, _labels.RUN_DIR: str(folder),
+                  **_labels.supervisor_identity()}
         task_template: dict[str, Any] = {
             "ContainerSpec": {
                 "Image": image, "Args": _COMMAND, "Env": [f"DAD_PROBE_TOKEN={token}"], "Labels": labels,
