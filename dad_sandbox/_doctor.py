@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,29 @@ def run_checks(run_root: Path) -> list[Check]:
                 bad.append(f"{name}: runtime {policy.runtime!r} is not registered with the engine")
         except DadSandboxError as exc:
             bad.append(f"{name}: {exc}")
+    if os.environ.get("DAD_SANDBOX_ENGINE", "").strip().lower() == "swarm" and info is not None:
+        checks += swarm_run_root_checks(run_root, f"dad-sandbox-runner:{runner_tag()}")
     checks.append(Check("policies", not bad, "; ".join(bad) if bad else ", ".join(names),
                         "fix the policy file, or for runsc: 'make engine RUNTIME=runsc'" if bad else None))
     return checks
+
+
+def swarm_run_root_checks(run_root: Path, image: str) -> list[Check]:
+    """One check per Swarm node: does it see ``run_root`` at the same path (the shared storage)?"""
+    from dad_sandbox.sandbox.engine._errors import map_docker_errors
+    from dad_sandbox.sandbox.engine._swarm import default_swarm_engine
+    from dad_sandbox.sandbox.engine._swarm_probe import probe_run_root
+
+    try:
+        with map_docker_errors(f"probing the run root {run_root} on every Swarm node"):
+            views = probe_run_root(default_swarm_engine().api, run_root, image)
+    except (DadSandboxError, OSError) as exc:
+        return [Check("swarm nodes", False, str(exc).splitlines()[0],
+                      "point DOCKER_HOST at a Swarm manager whose nodes hold the runner image")]
+    if not views:
+        return [Check("swarm nodes", False, "no node took the run-root probe",
+                      "check 'docker node ls': nodes must be ready and active")]
+    return [Check(f"node {v.hostname}", v.ok, v.detail,
+                  None if v.ok else f"mount the shared storage at {run_root} on node {v.hostname}, "
+                                    "or keep runs off it with placement")
+            for v in views]

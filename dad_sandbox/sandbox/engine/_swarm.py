@@ -31,8 +31,9 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -43,6 +44,7 @@ from dad_sandbox._limits import SWARM_KILL_SETTLE_SECONDS as KILL_SETTLE_SECONDS
 from dad_sandbox._limits import SWARM_POLL_INTERVAL as POLL_INTERVAL
 from dad_sandbox._logging import get_logger
 from dad_sandbox.errors import ContainerGone, EngineError, EngineUnavailable
+from dad_sandbox.sandbox import _labels
 from dad_sandbox.sandbox.engine._base import (
     NODE_LOST,
     ContainerSpec,
@@ -62,6 +64,7 @@ from dad_sandbox.sandbox.engine._docker import (
     run_output_pump,
 )
 from dad_sandbox.sandbox.engine._errors import map_docker_errors
+from dad_sandbox.sandbox.engine._swarm_probe import failure_message, probe_run_root
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -80,6 +83,10 @@ _TASK_NOT_MADE = "the task's container never ran"
 
 class UnsupportedOnSwarm(EngineError):
     """A run asks for something a Swarm service cannot carry (refused rather than silently dropped)."""
+
+
+class RunRootNotShared(EngineError):
+    """A Swarm node does not see the run root at the same path: a run placed there would lose its files."""
 
 
 # ---------------------------------------------------------------------------------------------- pure parts
@@ -370,6 +377,9 @@ class SwarmEngine(Engine):
         self._stopped: set[str] = set()  # names of services this engine scaled to 0
         self._made: dict[str, threading.Event] = {}  # name -> set once start() made (or gave up) its service
         self._poller = _Poller(self._read_snapshot)
+        # (run root, placement) -> None when every node sees it, else the message
+        self._root_verdicts: dict[tuple[str, tuple[str, ...]], str | None] = {}
+        self._root_locks: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
 
     # ---- plumbing
 
@@ -471,10 +481,38 @@ class SwarmEngine(Engine):
     async def create(self, spec: ContainerSpec) -> str:
         """Check the spec and name the run's service; the service itself is made by :meth:`start`."""
         kwargs = service_spec(spec, node_runtime=self._node_runtime)
+        run_dir = spec.labels.get(_labels.RUN_DIR)
+        if run_dir:
+            await self.check_run_root(Path(run_dir).parent, spec.image, spec.placement)
         name = SERVICE_PREFIX + secrets.token_hex(8)
         self._pending[name] = kwargs
         self._made[name] = threading.Event()
         return name
+
+    async def check_run_root(self, run_root: Path, image: str, placement: Sequence[str] = ()) -> None:
+        """Before the first run on ``run_root``: every eligible node must see it at the same path.
+
+        The verdict is kept per run root and placement for the life of the engine, so the probe
+        service costs one round per run root, not one per run.
+
+        Raises:
+            RunRootNotShared: a node rejects the bind mount or sees other content there.
+        """
+        key = (str(run_root), tuple(placement))
+        with self._lock:
+            lock = self._root_locks.setdefault(key, threading.Lock())
+
+        def check() -> str | None:
+            with lock:
+                if key not in self._root_verdicts:
+                    with map_docker_errors(f"probing the run root {run_root} on every Swarm node"):
+                        views = probe_run_root(self.api, run_root, image, placement=placement)
+                    self._root_verdicts[key] = failure_message(run_root, views)
+                return self._root_verdicts[key]
+
+        problem = await run_blocking(check)
+        if problem is not None:
+            raise RunRootNotShared(problem)
 
     async def start(self, container_id: str) -> None:
         kwargs = self._pending.get(container_id)
@@ -635,6 +673,10 @@ class SwarmEngine(Engine):
 
         return await self._call(f"listing run services labelled {selector}", listing)
 
+    async def list_volumes(self, label: str) -> list[dict[str, Any]]:
+        """None: runs on Swarm make no volumes (said, so `gc` still sweeps a dead supervisor's probes)."""
+        return []
+
     # A service's task has no attach or exec through the manager's API: warm pools (stdin) and
     # sessions (exec) are refused on Swarm, as the README's engine section says.
     async def open_stdin(self, container_id: str) -> StdinHandle:
@@ -663,4 +705,4 @@ def default_swarm_engine() -> SwarmEngine:
     return SwarmEngine(node_runtime=os.environ.get("DAD_SANDBOX_SWARM_RUNTIME", "runc"))
 
 
-__all__ = ["NODE_LOST_EXIT", "SwarmEngine", "UnsupportedOnSwarm", "default_swarm_engine", "service_spec", "task_state"]
+__all__ = ["NODE_LOST_EXIT", "RunRootNotShared", "SwarmEngine", "UnsupportedOnSwarm", "default_swarm_engine", "service_spec", "task_state"]
