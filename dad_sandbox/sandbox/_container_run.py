@@ -43,6 +43,7 @@ from dad_sandbox.run._metadata import RecordFields
 from dad_sandbox.run._tar_extract import Extracted
 from dad_sandbox.run._usage import DirUsage, dir_usage
 from dad_sandbox.sandbox import _egress_proxy, _engine_view, _labels, _ownership
+from dad_sandbox.sandbox._cancel import run_to_the_end
 from dad_sandbox.sandbox._classify import classify, signal_name
 from dad_sandbox.sandbox._open_files import deleted_open_bytes
 from dad_sandbox.sandbox._output import LineHook, Observer, OutputSink, attach_output
@@ -111,20 +112,6 @@ class _Files:
     copy_breach: tuple[RunReason, str] | None = None
 
 
-async def _to_the_end(task: asyncio.Future[Any]) -> bool:
-    """Wait for ``task`` to finish even if we are cancelled meanwhile; return whether we were.
-
-    Why: an engine call already sent (create, start, a stdin write) happens whatever we do; its
-    outcome decides what cleaning up means (a container id to remove, a container that runs). The
-    caller re-raises the cancellation once it has acted on the outcome.
-    """
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            cancelled = True
-    return cancelled
 
 
 class ContainerRun:
@@ -181,7 +168,7 @@ class ContainerRun:
         # The create call runs to its end even when we are cancelled meanwhile: the engine may be
         # making the container right now, and only its id lets us remove it.
         create = asyncio.ensure_future(self._create(spec, remote))
-        cancelled = await _to_the_end(create)
+        cancelled = await run_to_the_end(create)
         if create.cancelled() or create.exception() is not None:
             error = create.exception() if not create.cancelled() else None
             if cancelled or error is None:
@@ -265,7 +252,7 @@ class ContainerRun:
                 "argv": launch.command, "env": env, "deadline": deadline + INIT_DEADLINE_GRACE,  # for dad-init
             }) + "\n").encode())
         )
-        watch.cancelled = await _to_the_end(write)  # finalized (container killed) below, then re-raised
+        watch.cancelled = await run_to_the_end(write)  # finalized (container killed) below, then re-raised
         if not write.cancelled() and write.exception() is not None:
             watch.failure = write.exception()
         dispatched = time.perf_counter() - t0
@@ -358,7 +345,7 @@ class ContainerRun:
             await self._attach(watch, sink)
         if start:
             starting = asyncio.ensure_future(self.engine.start(cid))
-            cancelled = await _to_the_end(starting)  # a start in flight completes: we then know its state
+            cancelled = await run_to_the_end(starting)  # a start in flight completes: we then know its state
             watch.started = not starting.cancelled() and starting.exception() is None
             if cancelled:
                 raise asyncio.CancelledError

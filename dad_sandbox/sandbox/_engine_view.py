@@ -30,6 +30,7 @@ from dad_sandbox._logging import get_logger
 from dad_sandbox._version import __version__
 from dad_sandbox.errors import ContainerGone, EngineError, EngineUnavailable, ImageNotFound, PolicyError
 from dad_sandbox.sandbox import _labels
+from dad_sandbox.sandbox._cancel import run_to_the_end
 from dad_sandbox.sandbox.engine import ContainerSpec, Engine, Mount
 
 log = get_logger(__name__)
@@ -118,13 +119,21 @@ async def engine_sees(engine: Engine, run_root: Path, image: str) -> bool:
                     **_labels.supervisor_identity()},
             mounts=(Mount(str(probe), _PROBE_TARGET, read_only=True),), network="none", init=False,
         )
-        try:
-            cid = await engine.create(spec)
-        except (ImageNotFound, EngineUnavailable):
-            raise
-        except EngineError as exc:
-            log.info("the engine refused to bind-mount the run root: copy mode", error=str(exc)[:300])
+        # The create runs to its end even if we are cancelled meanwhile: a container the engine made
+        # after we stopped waiting would be left behind, never started and never removed.
+        create = asyncio.ensure_future(engine.create(spec))
+        cancelled = await run_to_the_end(create)
+        error = create.exception()
+        if cancelled:
+            if error is None:
+                await _remove_shielded(engine, create.result())
+            raise asyncio.CancelledError
+        if isinstance(error, (ImageNotFound, EngineUnavailable)):
+            raise error
+        if isinstance(error, EngineError):
+            log.info("the engine refused to bind-mount the run root: copy mode", error=str(error)[:300])
             return False
+        cid = create.result()  # re-raises anything else
         try:
             seen = await engine.get_archive(cid, f"{_PROBE_TARGET}/{_TOKEN_FILE}", _read_token)
         except ContainerGone:

@@ -6,7 +6,6 @@ image is a failure, never a skip.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,22 +14,17 @@ import pytest
 
 from dad_sandbox.run import RunStatus, read_metadata
 from dad_sandbox.sandbox._policy import runner_tag
+from tests._support import mark_folder, skip_or_fail
 
 IMAGE = f"dad-sandbox-runner:{runner_tag()}"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.integration)
+    mark_folder(items, __file__, pytest.mark.integration)
 
 
 def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: integration tests must run; 'make test' provisions the engine and image)")
-    pytest.skip(reason)
+    skip_or_fail(reason, must_run="integration tests must run; 'make test' provisions the engine and image")
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +51,10 @@ def labelled(api, run_id: str | None = None, *, under: Path | None = None) -> se
 
     Why ``under``: other dad-sandbox runs (a user's, another checkout's tests) may share the
     engine; a test counts and cleans only what it made, i.e. runs below its own temp folders.
+    With ``under`` every container naming a run dir there counts, run or not: the bind-or-copy
+    probe and copy-mode loaders carry ``dad.run_dir`` but no run id, and must not leak either.
     """
-    selector = f"dad.run_id={run_id}" if run_id else "dad.run_id"
+    selector = f"dad.run_id={run_id}" if run_id else ("dad.run_dir" if under is not None else "dad.run_id")
     found = api.containers(all=True, filters={"label": selector})
     if under is not None:
         prefix = str(under).rstrip("/") + "/"
