@@ -24,17 +24,14 @@ import pytest
 from dad_sandbox import load_policy
 from dad_sandbox.sandbox._policy import Policy, runner_tag
 from dad_sandbox.sandbox.engine._swarm import SwarmEngine
+from tests._support import mark_folder, skip_or_fail
 from tests.conftest import COMPONENTS
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.cluster)
+    mark_folder(items, __file__, pytest.mark.cluster)
 
 
 @dataclass(frozen=True)
@@ -59,9 +56,7 @@ def _env_file() -> Path:
 
 
 def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: the cluster tests must run; 'make test-cluster' stands the cluster up)")
-    pytest.skip(reason)
+    skip_or_fail(reason, must_run="the cluster tests must run; 'make test-cluster' stands the cluster up")
 
 
 def default_routes(cluster: Cluster, node: str) -> str:

@@ -12,7 +12,6 @@ per-session label and are removed by the test that made them (the engine is shar
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,10 +22,10 @@ from typing import Any
 import pytest
 
 from dad_sandbox.sandbox.engine import ContainerSpec, Engine
+from tests._support import IN_CI
 
 LABEL = "dad.conformance"
 SESSION = uuid.uuid4().hex[:12]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

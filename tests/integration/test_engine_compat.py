@@ -12,9 +12,9 @@ import pytest
 from dad_sandbox import IsolatedExecution, RunContext, load_policy
 from dad_sandbox.errors import EngineError
 from dad_sandbox.run import read_metadata
+from tests._support import IN_CI
 
 from ._runs import run_cmd
-from .conftest import IN_CI
 
 
 def test_run_has_no_network_but_loopback(project: Path) -> None:

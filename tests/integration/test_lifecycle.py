@@ -21,8 +21,9 @@ from dad_sandbox import RunStatus, Supervisor
 from dad_sandbox.errors import PolicyError
 from dad_sandbox.run import RunContext, read_metadata
 from dad_sandbox.sandbox import IsolatedExecution, OrphanAction
+from tests._support import IN_CI
 
-from .conftest import IN_CI, container_exists, labelled, wait_for_status
+from .conftest import container_exists, labelled, wait_for_status
 
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests._support import mark_folder, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "scripts" / "cluster.sh"
@@ -28,16 +28,11 @@ UP_TIMEOUT = 600
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.integration)
+    mark_folder(items, __file__, pytest.mark.integration)
 
 
 def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: the remote-engine tests must run)")
-    pytest.skip(reason)
+    skip_or_fail(reason, must_run="the remote-engine tests must run")
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,21 @@ def _run(url: str, ctx: RunContext, go: Any, policy: Any = "untrusted") -> RunRe
     return asyncio.run(main())
 
 
+def recovered(url: str, project: Path, run_dir: Path) -> list[Any]:
+    """What a new supervisor's ``recover`` did with ``run_dir`` (its supervisor was killed)."""
+    from dad_sandbox import Supervisor
+
+    async def recover() -> list[Any]:
+        engine = DockerEngine(base_url=url)
+        try:
+            async with Supervisor(project_root=project, engine=engine, recover_on_start=False) as sup:
+                return await sup.recover(wait=True)
+        finally:
+            await engine.close()
+
+    return [o for o in asyncio.run(recover()) if o.run_dir == str(run_dir)]
+
+
 def run_cmd(url: str, project: Path, script: str, **overrides: Any) -> tuple[RunContext, RunResult]:
     ctx = RunContext("exec", project, run_root=project.parent / "runs")
     ctx.setup_run()
@@ -180,7 +195,6 @@ def test_recovery_finalizes_a_copy_mode_run_and_removes_its_volumes(remote_url: 
     import sys
     import time
 
-    from dad_sandbox import Supervisor
 
     runs = project / "runs"
     env = {**os.environ, "DOCKER_HOST": remote_url}
@@ -202,15 +216,7 @@ def test_recovery_finalizes_a_copy_mode_run_and_removes_its_volumes(remote_url: 
         proc.wait(timeout=10)
     assert run_dir is not None, "the run never started"
 
-    async def recover() -> list[Any]:
-        engine = DockerEngine(base_url=remote_url)
-        try:
-            async with Supervisor(project_root=project, engine=engine, recover_on_start=False) as sup:
-                return await sup.recover(wait=True)
-        finally:
-            await engine.close()
-
-    found = [o for o in asyncio.run(recover()) if o.run_dir == str(run_dir)]
+    found = recovered(remote_url, project, run_dir)
     assert [o.status for o in found] == ["completed"], found
     assert (run_dir / "a.txt").read_text() == "a\n" and (run_dir / "b.txt").read_text() == "b\n"
     assert read_metadata(run_dir).run_dir_mode == "copy"

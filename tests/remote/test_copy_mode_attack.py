@@ -8,7 +8,7 @@ import pytest
 
 from dad_sandbox import RunStatus
 from dad_sandbox.run import read_metadata
-from tests.remote.test_copy_mode import run_cmd
+from tests.remote.test_copy_mode import recovered, run_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +41,12 @@ def test_a_supervisor_killed_during_the_copy_out_is_recovered_without_false_tamp
     supervisor copies over it. The run's own link must not be reported as tampering, the file
     must be whole, and no container or volume is left on the engine (the autouse fixture).
     """
-    import asyncio
     import os
     import signal
     import subprocess
     import sys
     import time
-    from typing import Any
 
-    from dad_sandbox import Supervisor
-    from dad_sandbox.sandbox.engine._docker import DockerEngine
     from tests.remote.test_copy_mode import SUPERVISOR
 
     size = 250 << 20  # under the policy's max_file_size (256 MiB)
@@ -75,15 +71,7 @@ def test_a_supervisor_killed_during_the_copy_out_is_recovered_without_false_tamp
         pytest.skip("the copy-out finished before it could be interrupted (machine too fast for this window)")
     assert run_dir is not None and os.readlink(run_dir / "a-link") == "big"  # tar order: before big
 
-    async def recover() -> list[Any]:
-        engine = DockerEngine(base_url=remote_url)
-        try:
-            async with Supervisor(project_root=project, engine=engine, recover_on_start=False) as sup:
-                return await sup.recover(wait=True)
-        finally:
-            await engine.close()
-
-    found = [o for o in asyncio.run(recover()) if o.run_dir == str(run_dir)]
+    found = recovered(remote_url, project, run_dir)
     assert [o.status for o in found] == ["completed"], found
     md = read_metadata(run_dir)
     assert (run_dir / "big").stat().st_size == size

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import IN_CI
+from tests._support import IN_CI
 
 USER = "dad-redteam"
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]

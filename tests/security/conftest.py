@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import IN_CI, docker_api, no_leaked_containers  # noqa: F401 - fixtures
+from tests._support import IN_CI
+from tests.integration.conftest import docker_api, no_leaked_containers  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS: dict[str, list[dict[str, object]]] = {}

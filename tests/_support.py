@@ -1,0 +1,26 @@
+"""What every engine-backed test folder's conftest shares: CI detection, folder markers, skip-or-fail."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: Under CI=true a suite that cannot run fails instead of skipping: a green CI must mean it ran.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def mark_folder(items: list[pytest.Item], conftest_file: str, marker: pytest.MarkDecorator) -> None:
+    """Put ``marker`` on every collected test below the folder of ``conftest_file``."""
+    here = Path(conftest_file).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(marker)
+
+
+def skip_or_fail(reason: str, *, must_run: str) -> None:
+    """Skip the test for ``reason``; under CI=true fail it, saying why it ``must_run``."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: {must_run})")
+    pytest.skip(reason)
