@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests._support import IN_CI
+from tests._support import IN_CI, closed_to_others
 
 USER = "dad-redteam"
 CLI = [sys.executable, "-m", "dad_sandbox.cli"]
@@ -58,6 +58,9 @@ def ensure_host_user() -> HostUser:
     """The unprivileged user, created if missing, in the group that may use the engine's socket."""
     if os.getuid() != 0:
         unavailable("needs root to create the unprivileged host user (run the security suite as root)")
+    if (closed := closed_to_others()) is not None:
+        pytest.skip(f"{closed} is closed to other users, so {USER} cannot run this checkout's CLI: "
+                    "clone the project where other users can enter to run these cases")
     for tool in ("useradd", "usermod", "setpriv"):
         if shutil.which(tool) is None:
             unavailable(f"{tool} is missing (Debian: apt-get install passwd util-linux)")
