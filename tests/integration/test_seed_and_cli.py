@@ -151,7 +151,7 @@ def test_hello_example_completes(tmp_path: Path) -> None:
     """examples/hello (what `make run` shows) completes in its container."""
     if os.getuid() == 0 and (closed := closed_to_others()) is not None:
         pytest.skip(f"{closed} is closed to other users, so the run's user (65534, as the host is root) cannot "
-                    "read the project: a documented limit (README, 'Trust boundary')")
+                    "read the project: a documented limit (README, 'The run directory')")
     res = subprocess.run([sys.executable, "-m", "examples.hello.run"], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
